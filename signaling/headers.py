@@ -67,12 +67,20 @@ def parse_params(text: str, context: str) -> dict[str, str | None]:
 
 def _split_semicolons(text: str) -> list[str]:
     parts: list[str] = []
-    quoted = False
+    quoted = escaped = False
     start = 0
     for i, c in enumerate(text):
-        if c == '"' and (i == 0 or text[i - 1] != "\\"):
-            quoted = not quoted
-        elif c == ";" and not quoted:
+        if quoted:
+            # A quoted-pair escapes the next character, a backslash included (25.1).
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ";":
             parts.append(text[start:i])
             start = i + 1
     parts.append(text[start:])
@@ -165,11 +173,18 @@ def parse_name_addr(value: str) -> NameAddr:
 
 
 def _find_unquoted(text: str, char: str) -> int:
-    quoted = False
+    quoted = escaped = False
     for i, c in enumerate(text):
-        if c == '"' and (i == 0 or text[i - 1] != "\\"):
-            quoted = not quoted
-        elif c == char and not quoted:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == char:
             return i
     if quoted:
         raise ParseError(f"unbalanced quotes in {text!r}")
@@ -222,7 +237,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
-_CSEQ = re.compile(r"^\s*(\d{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)\s*$")
+_CSEQ = re.compile(r"^\s*([0-9]{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)\s*$")
 
 
 def parse_cseq(value: str) -> CSeq:
@@ -254,7 +269,7 @@ class AuthHeader:
 
 def parse_auth(value: str) -> AuthHeader:
     text = value.strip()
-    scheme, _, rest = text.partition(" ")
+    scheme, _, rest = text.replace("\t", " ").partition(" ")
     if not scheme or not TOKEN.match(scheme):
         raise ParseError(f"bad auth scheme in {value!r}")
     params: dict[str, str] = {}

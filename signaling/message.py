@@ -252,7 +252,7 @@ class Request(Message):
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or len(value) > 10 or int(value) > 255:
+        if not _is_digits(value) or len(value) > 10 or int(value) > 255:
             raise ParseError(f"bad Max-Forwards {value!r}")
         return int(value)
 
@@ -287,11 +287,20 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """
     if len(data) > MAX_MESSAGE_SIZE:
         raise ParseError("message too large", status=513)
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        head, sep, body = data.partition(b"\n\n")
-        if not sep:
-            raise ParseError("no end of headers")
+    # RFC 3261 7.5: CRLFs before the start line are ignored; left in, two of them
+    # would be taken for the end of the headers.
+    data = data.lstrip(b"\r\n")
+    if not data:
+        raise ParseError("empty message", drop=True)
+    # The headers end at the first empty line, whichever line ending it uses (a body
+    # may hold CRLFCRLF after bare-LF headers).
+    crlf_end, lf_end = data.find(b"\r\n\r\n"), data.find(b"\n\n")
+    if crlf_end < 0 and lf_end < 0:
+        raise ParseError("no end of headers")
+    if lf_end < 0 or 0 <= crlf_end < lf_end:
+        head, body = data[:crlf_end], data[crlf_end + 4 :]
+    else:
+        head, body = data[:lf_end], data[lf_end + 2 :]
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -353,7 +362,7 @@ def _cut_body(headers: Headers, body: bytes, stream: bool) -> bytes:
     if value is None:
         return body
     value = value.strip()
-    if not value.isdigit() or len(value) > 9:
+    if not _is_digits(value) or len(value) > 9:
         raise ParseError(f"bad Content-Length {value!r}", close=True)
     length = int(value)
     if length > len(body):
@@ -424,7 +433,7 @@ def _check_common(msg: Message) -> None:
                 raise ParseError("CSeq method does not match the request method")
         msg.max_forwards  # noqa: B018 - validates the value
         expires = msg.headers.get("Expires")
-        if expires is not None and not expires.strip().isdigit():
+        if expires is not None and not _is_digits(expires.strip()):
             raise ParseError(f"bad Expires {expires!r}")
 
 
@@ -440,17 +449,42 @@ class StreamFramer:
     """Cut a TCP/TLS byte stream into messages (RFC 3261 18.3).
 
     ``feed`` returns complete messages' bytes; a framing error raises ParseError with
-    ``close`` set: the connection cannot be resynchronised and must be closed.
+    ``close`` set: the connection cannot be resynchronised and must be closed. Messages
+    framed ahead of the fault in the same chunk are returned first, the fault kept in
+    :attr:`error` and raised by the next ``feed``.
     CRLF keep-alives (RFC 5626 3.5.1) are reported as ``b"\\r\\n\\r\\n"`` pings.
     """
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self._buf = bytearray()
         self._max = max_size
+        self._error: ParseError | None = None
+
+    @property
+    def error(self) -> ParseError | None:
+        """A framing error found behind messages already returned; the next feed raises it."""
+        return self._error
+
+    @property
+    def pending(self) -> bool:
+        """Part of a message is buffered, waiting for the rest."""
+        return bool(self._buf.strip(b"\r\n"))
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._error is not None:
+            raise self._error
         self._buf += data
         out: list[bytes] = []
+        try:
+            self._cut(out)
+        except ParseError as exc:
+            if not out:
+                raise
+            # Hand over the good messages framed before the fault; raise it next time.
+            self._error = exc
+        return out
+
+    def _cut(self, out: list[bytes]) -> None:
         while True:
             if self._buf.startswith(b"\r\n\r\n"):
                 del self._buf[:4]
@@ -463,14 +497,14 @@ class StreamFramer:
             if end < 0:
                 if len(self._buf) > self._max:
                     raise ParseError("header section too large", close=True)
-                return out
+                return
             head = bytes(self._buf[:end])
             length = _stream_content_length(head)
             total = end + 4 + length
             if total > self._max:
                 raise ParseError("message too large", status=513, close=True)
             if len(self._buf) < total:
-                return out
+                return
             out.append(bytes(self._buf[:total]))
             del self._buf[:total]
 
@@ -513,7 +547,7 @@ def make_response(
             h.add(name, field_value)
     if to_tag is not None and status != 100:
         to = request.headers.get("To")
-        if to is not None and ";tag=" not in to.replace(" ", "").lower():
+        if to is not None and header_tag(to) is None:
             h.set("To", f"{to};tag={to_tag}")
     if status == 100 and "Timestamp" in request.headers:
         h.add("Timestamp", request.headers.get("Timestamp") or "")
@@ -523,9 +557,20 @@ def make_response(
     return resp
 
 
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+_TAG = re.compile(r";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
+
+
 def header_tag(value: str | None) -> str | None:
-    """The tag of a From/To value without a full parse (hot path of matching)."""
+    """The tag of a From/To value without a full parse (hot path of matching).
+
+    Only header parameters count: a ``tag`` inside ``<...>`` is a URI parameter.
+    """
     if not value:
         return None
-    m = re.search(r";\s*tag\s*=\s*([^;>\s,]+)", value, re.IGNORECASE)
+    gt = value.rfind(">")
+    m = _TAG.search(value, gt + 1 if gt >= 0 else 0)
     return m.group(1) if m else None

@@ -125,7 +125,7 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
 
 
 def _parse_port(port: str, context: str) -> int:
-    if not port.isdigit() or len(port) > 5 or int(port) > 65535:
+    if not (port.isascii() and port.isdigit()) or len(port) > 5 or int(port) > 65535:
         raise ParseError(f"bad port in {context!r}")
     return int(port)
 

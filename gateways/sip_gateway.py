@@ -1,0 +1,807 @@
+"""SIP phones and trunks as legs: the hub's back-to-back user agent.
+
+Every call through the hub is two dialogs joined by a :class:`~bridges.model.Bridge`:
+the caller's (we are its UAS, side A) and the callee's (we are its UAC, side B, forked
+to every registered contact). RTP flows through a relay session, so the hub can
+later record, barge into or monitor any call. In-dialog requests and responses on one
+side become their counterpart on the other.
+
+Authentication: REGISTER is challenged with 401, INVITE with 407, unless the request
+comes from a trunk's ``inbound_from`` address (carriers authenticate by IP). Nothing
+unauthenticated rings a phone or reaches a trunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridges.events import EventBus, RegistrationChanged, SecurityAlert
+from bridges.model import Bridge, Leg, LegState
+from media.relay import MediaRelay, RelaySession, Side
+from signaling.dialog import Dialog, DialogState, dialog_id_of_request, new_call_id, new_tag
+from signaling.digest import DigestServer
+from signaling.errors import ParseError
+from signaling.headers import quote_string
+from signaling.message import Request, Response, header_tag, make_response
+from signaling.registrar import Registrar
+from signaling.stack import CloseConnection, StackEvent
+from signaling.transaction import (
+    AckReceived,
+    Address,
+    ClientTransaction,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    StrayResponse,
+    TransactionTimedOut,
+    new_branch,
+)
+from signaling.transport import SipTransport
+from signaling.uri import SipUri
+
+from . import sdp_rewrite
+from .routing import Route, Target
+from .security import AuthThrottle, is_scanner
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE"
+
+
+class CallLog(logging.LoggerAdapter[logging.Logger]):
+    def process(self, msg: object, kwargs: object) -> tuple[object, object]:  # type: ignore[override]
+        return f"[{self.extra['call'] if self.extra else '?'}] {msg}", kwargs
+
+
+@dataclass(eq=False)
+class Branch:
+    """One INVITE we sent for a call (a fork to one contact or a trunk)."""
+
+    target: Target
+    request: Request
+    tx: ClientTransaction | None = None
+    leg: Leg | None = None
+    dialog: Dialog | None = None
+    provisional: bool = False
+    final: int = 0
+    cancel_wanted: bool = False
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class PendingReinvite:
+    """A re-INVITE (or other in-dialog request) we forwarded and await an answer for."""
+
+    from_side: str
+    server_tx: ServerTransaction
+    client_tx: ClientTransaction | None = None
+
+
+@dataclass(eq=False)
+class Call:
+    id: str
+    bridge: Bridge
+    relay: RelaySession
+    a_tx: ServerTransaction
+    a_dialog: Dialog
+    a_dest: Address
+    a_leg: Leg
+    a_offer: bytes
+    log: CallLog
+    caller: str
+    branches: list[Branch] = field(default_factory=list)
+    b: Branch | None = None
+    state: str = "routing"  # routing -> ringing -> answered -> ended
+    ring_timer: asyncio.TimerHandle | None = None
+    pending: PendingReinvite | None = None
+    sdp_version: int = 1
+    created: float = field(default_factory=time.monotonic)
+    answered_at: float | None = None
+    early_media: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.state == "ended"
+
+
+class SipGateway:
+    """The transaction user of the hub's SIP endpoint."""
+
+    def __init__(
+        self,
+        *,
+        store: object,
+        transport: SipTransport,
+        relay: MediaRelay,
+        bus: EventBus,
+        digest: DigestServer,
+        registrar: Registrar,
+        throttle: AuthThrottle | None = None,
+        ring_timeout: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.relay = relay
+        self.bus = bus
+        self.digest = digest
+        self.registrar = registrar
+        self.throttle = throttle or AuthThrottle()
+        self.ring_timeout = ring_timeout
+        self.clock = clock
+        self.calls: dict[str, Call] = {}
+        self._dialogs: dict[tuple[str, str, str], tuple[Call, str]] = {}
+        self._ids = 0
+        self.stats = {"calls": 0, "answered": 0, "failed": 0, "auth_failures": 0}
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def _store(self):  # type: ignore[no-untyped-def]
+        return self.store
+
+    def request_filter(self, request: Request, source: Address) -> bool:
+        """True drops the request silently (scanners, blocked sources)."""
+        if is_scanner(request.headers.get("User-Agent")):
+            log.info("dropped %s from scanner %r at %s", request.method,
+                     request.headers.get("User-Agent"), source)
+            return True
+        return self.throttle.blocked(source.host, self.clock())
+
+    def handle(self, event: StackEvent) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_request(event.transaction, event.request)
+        elif isinstance(event, ResponseReceived):
+            self._on_response(event.transaction, event.response)
+        elif isinstance(event, AckReceived):
+            self._on_ack(event.request)
+        elif isinstance(event, TransactionTimedOut):
+            self._on_timeout(event.transaction)
+        elif isinstance(event, StrayResponse):
+            self._on_stray(event.response, event.source)
+        elif isinstance(event, CloseConnection):
+            pass
+
+    def health(self) -> dict[str, object]:
+        return {
+            "calls": sum(1 for c in self.calls.values() if not c.ended),
+            "relay_sessions": len(self.relay),
+            **self.stats,
+        }
+
+    def _reply(self, tx: ServerTransaction, status: int, reason: str | None = None,
+               headers: tuple[tuple[str, str], ...] = (), to_tag: str | None = None,
+               body: bytes = b"", content_type: str | None = None) -> None:
+        resp = make_response(tx.request, status, reason, to_tag=to_tag or tx.to_tag or None,
+                             headers=headers, body=body)
+        if content_type:
+            resp.headers.add("Content-Type", content_type)
+        self.transport.respond(tx, resp)
+
+    # -- requests -----------------------------------------------------------------------------
+    def _on_request(self, tx: ServerTransaction, request: Request) -> None:
+        method = request.method
+        if not tx.to_tag:
+            tx.to_tag = new_tag()
+        if dialog_id_of_request(request) is not None and method != "CANCEL":
+            self._in_dialog(tx, request)
+        elif method == "INVITE":
+            self._new_call(tx, request)
+        elif method == "REGISTER":
+            self._register(tx, request)
+        elif method == "OPTIONS":
+            self._reply(tx, 200, headers=(("Allow", ALLOW), ("Accept", "application/sdp"),
+                                          ("Supported", "")))
+        elif method == "CANCEL":
+            self._cancel(tx, request)
+        elif method == "BYE":
+            self._reply(tx, 481)
+        else:
+            self._reply(tx, 405, headers=(("Allow", ALLOW),))
+
+    # -- authentication ---------------------------------------------------------------------
+    def _authenticate(self, tx: ServerTransaction, request: Request, *, proxy: bool) -> str | None:
+        """The authenticated user, or None after answering 401/407 (or 403)."""
+        now = self.clock()
+        source = tx.source.host
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        realm = self.digest.realm
+        creds = [c for c in request.auth(header) if c.params.get("realm") == realm]
+        stale = False
+        if creds:
+            result = self.digest.verify(creds[0], request.method, self._lookup_ha1, now)
+            if result.ok and result.username is not None:
+                self.throttle.success(source)
+                return result.username
+            stale = result.stale
+            if not stale:
+                self.stats["auth_failures"] += 1
+                log.warning("failed %s authentication for %r from %s: %s", request.method,
+                            creds[0].params.get("username"), tx.source, result.reason)
+                if self.throttle.failure(source, now, result.reason):
+                    self.bus.publish(SecurityAlert(source=source,
+                                                   what="blocked after failed authentication"))
+        challenge_name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        headers = tuple((challenge_name, str(c)) for c in self.digest.challenge(now, stale=stale))
+        self._reply(tx, 407 if proxy else 401, headers=headers)
+        return None
+
+    def _lookup_ha1(self, username: str, algorithm: str) -> str | None:
+        user = self.store.get_user(username)  # type: ignore[attr-defined]
+        if user is None:
+            return None
+        value: str | None = user.ha1(algorithm)
+        return value
+
+    # -- REGISTER ------------------------------------------------------------------------------
+    def _register(self, tx: ServerTransaction, request: Request) -> None:
+        user = self._authenticate(tx, request, proxy=False)
+        if user is None:
+            return
+        source = tx.source
+        response = self.registrar.handle(request, user=user, source=(source.host, source.port),
+                                         transport=source.transport, now=self.clock())
+        self.transport.respond(tx, response)
+        if response.status == 200:
+            self.bus.publish(RegistrationChanged(user=user,
+                                                 contacts=len(response.contacts)))
+
+    # -- new calls ------------------------------------------------------------------------------
+    def _new_call(self, tx: ServerTransaction, request: Request) -> None:
+        trunk = self.store.trunk_for_source(tx.source.host, tx.source.port)  # type: ignore[attr-defined]
+        if trunk is not None:
+            caller = request.from_.sip_uri.user_unescaped if isinstance(
+                request.from_.uri, SipUri) else None
+            caller = caller or "anonymous"
+            caller_display = request.from_.display_name
+        else:
+            user = self._authenticate(tx, request, proxy=True)
+            if user is None:
+                return
+            record = self.store.get_user(user)  # type: ignore[attr-defined]
+            caller = user
+            caller_display = record.display_name if record is not None else None
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            self._reply(tx, 483)
+            return
+        self._reply(tx, 100)
+        offer = sdp_rewrite.extract_sdp(request)
+        if offer is None:
+            self._reply(tx, 488, "An SDP offer is required in the INVITE")
+            return
+        try:
+            media = sdp_rewrite.audio_target(offer)
+        except ParseError as exc:
+            self._reply(tx, 488, f"Bad SDP: {exc.reason}")
+            return
+        if media is None:
+            self._reply(tx, 488, "No audio stream offered")
+            return
+        route = self._route(request, trunk_call=trunk is not None)
+        if not route.targets:
+            self._reply(tx, route.status, route.reason or None)
+            return
+        try:
+            session = self.relay.create_session()
+        except Exception as exc:  # ports exhausted, socket errors
+            log.error("cannot open a media relay: %s", exc)
+            self._reply(tx, 503, "No media ports available")
+            return
+        self._ids += 1
+        call_id = f"C{self._ids}"
+        bridge = Bridge(self.bus, "call")
+        session.set_remote(Side.A, media.host, media.port, media.rtcp_port)
+        if media.direction != "sendrecv":
+            session.set_direction(Side.A, media.direction)
+        a_dialog = Dialog.from_uas(request, tx.to_tag) if request.contacts else Dialog(
+            call_id=request.call_id, local_tag=tx.to_tag,
+            remote_tag=header_tag(request.headers.get("From")) or "",
+            local_uri=request.headers.get("To") or "", remote_uri=request.headers.get("From") or "",
+            remote_target=request.uri, remote_seq=request.cseq.number)
+        call = Call(
+            id=call_id, bridge=bridge, relay=session, a_tx=tx, a_dialog=a_dialog,
+            a_dest=tx.source, a_leg=bridge.add_leg("sip-trunk" if trunk else "sip-user", caller),
+            a_offer=offer, log=CallLog(log, {"call": call_id}), caller=caller,
+        )
+        tx.context = call
+        self.calls[call_id] = call
+        self._dialogs[(a_dialog.call_id, a_dialog.local_tag, a_dialog.remote_tag)] = (call, "a")
+        self.stats["calls"] += 1
+        call.log.info("%s -> %s (%d target%s)", caller, route.targets[0].peer,
+                      len(route.targets), "" if len(route.targets) == 1 else "s")
+        forward_mf = str((max_forwards if max_forwards is not None else 70) - 1)
+        for target in route.targets:
+            self._fork(call, target, request, caller, caller_display, forward_mf)
+        if all(b.final for b in call.branches):
+            self._all_failed(call)
+            return
+        call.ring_timer = asyncio.get_running_loop().call_later(
+            self.ring_timeout, self._ring_timeout, call)
+
+    def _route(self, request: Request, *, trunk_call: bool) -> Route:
+        uri = request.uri
+        number = uri.user_unescaped if isinstance(uri, SipUri) else getattr(uri, "user", None)
+        if not number:
+            return Route(status=404, reason="No user in the Request-URI")
+        user = self.store.get_user(number)  # type: ignore[attr-defined]
+        if user is not None:
+            bindings = self.store.bindings(number, self.clock())  # type: ignore[attr-defined]
+            targets = []
+            for b in bindings:
+                if not b.received_host or not b.received_port:
+                    continue
+                dest = Address(b.received_host, b.received_port, b.transport.lower())
+                targets.append(Target(uri=b.contact, dest=dest, peer=number, kind="sip-user",
+                                      to_uri=f"sip:{number}@{dest.host}"))
+            if not targets:
+                return Route(status=480, reason="Not registered")
+            return Route(tuple(targets))
+        found = self.store.trunk_for_number(number)  # type: ignore[attr-defined]
+        if found is not None:
+            trunk, dialled = found
+            host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+            dest = Address(trunk.host, trunk.port, trunk.transport)
+            uri_text = f"sip:{dialled}@{host}:{trunk.port}"
+            if trunk.transport != "udp":
+                uri_text += f";transport={trunk.transport}"
+            return Route((Target(uri=uri_text, dest=dest, peer=dialled, kind="sip-trunk",
+                                 to_uri=uri_text),))
+        return Route(status=404, reason="No such user or number")
+
+    def _fork(self, call: Call, target: Target, request: Request, caller: str,
+              caller_display: str | None, max_forwards: str) -> None:
+        dest = target.dest
+        host, port = self.transport.sent_by(dest)
+        host_ref = f"[{host}]" if ":" in host else host
+        invite = Request(method="INVITE", uri=_parse_target_uri(target.uri))
+        h = invite.headers
+        h.add("Via", self.transport.via(dest, new_branch()))
+        h.add("Max-Forwards", max_forwards)
+        display = f"{quote_string(caller_display)} " if caller_display else ""
+        h.add("From", f"{display}<sip:{caller}@{host_ref}>;tag={new_tag()}")
+        h.add("To", f"<{target.to_uri}>")
+        h.add("Call-ID", new_call_id(host_ref))
+        h.add("CSeq", "1 INVITE")
+        h.add("Contact", f"<{self.transport.contact_uri(dest, 'hub')}>")
+        h.add("Allow", ALLOW)
+        for name in ("Alert-Info", "Call-Info", "Priority", "Subject"):
+            for value in request.headers.fields(name):
+                h.add(name, value)
+        h.add("Content-Type", "application/sdp")
+        local_host, local_port = call.relay.local_address(Side.B)
+        invite.body = sdp_rewrite.rewrite(call.a_offer, local_host, local_port,
+                                          session_version=call.sdp_version)
+        branch = Branch(target=target, request=invite)
+        branch.leg = call.bridge.add_leg(target.kind, target.peer)
+        call.branches.append(branch)
+        branch.tx = self.transport.send_request(invite, dest, context=(call, branch))
+
+    # -- responses on side B ----------------------------------------------------------------------
+    def _on_response(self, tx: ClientTransaction, response: Response) -> None:
+        ctx = tx.context
+        if isinstance(ctx, tuple) and len(ctx) == 2 and isinstance(ctx[1], Branch):
+            call, branch = ctx
+            if tx.request.method == "INVITE":
+                self._branch_response(call, branch, response)
+            return
+        if isinstance(ctx, PendingReinvite):
+            self._forwarded_response(ctx, tx, response)
+
+    def _branch_response(self, call: Call, branch: Branch, response: Response) -> None:
+        code = response.status
+        if code == 100:
+            return
+        if code < 200:
+            branch.provisional = True
+            if branch.cancel_wanted and not branch.cancelled:
+                self._send_cancel(branch)
+                return
+            if call.state not in ("routing", "ringing"):
+                return
+            call.state = "ringing"
+            if branch.leg is not None and branch.leg.state is LegState.NEW:
+                branch.leg.set_state(LegState.RINGING, str(code))
+            if call.a_leg.state is LegState.NEW:
+                call.a_leg.set_state(LegState.RINGING, str(code))
+            body = b""
+            answer = sdp_rewrite.extract_sdp(response)
+            if answer is not None and call.b is None:
+                media = _safe_target(answer)
+                if media is not None:
+                    call.relay.set_remote(Side.B, media.host, media.port, media.rtcp_port)
+                    body = self._answer_for_a(call, answer)
+                    call.early_media = True
+            status = 183 if body else (180 if code in (180, 183) and not body else code)
+            resp = make_response(call.a_tx.request, status, to_tag=call.a_tx.to_tag,
+                                 body=body, headers=(("Contact", self._a_contact(call)),))
+            if body:
+                resp.headers.add("Content-Type", "application/sdp")
+            self.transport.respond(call.a_tx, resp)
+            return
+        branch.final = code
+        if code < 300:
+            self._branch_answered(call, branch, response)
+            return
+        if branch.leg is not None and not branch.leg.ended:
+            branch.leg.set_state(LegState.ENDED, str(code))
+        if call.state in ("routing", "ringing") and all(b.final for b in call.branches):
+            self._all_failed(call)
+
+    def _branch_answered(self, call: Call, branch: Branch, response: Response) -> None:
+        dialog = Dialog.from_uac(branch.request, response)
+        branch.dialog = dialog
+        self._send_ack(branch, dialog)
+        if call.ended or (call.b is not None and call.b is not branch):
+            # A second fork answered, or the caller gave up: this one must go.
+            call.log.info("late answer from %s: releasing it", branch.target.peer)
+            self._send_bye_dialog(dialog, branch.target.dest, context=None)
+            if branch.leg is not None and not branch.leg.ended:
+                branch.leg.set_state(LegState.ENDED, "not needed")
+            return
+        answer = sdp_rewrite.extract_sdp(response)
+        media = _safe_target(answer) if answer is not None else None
+        if answer is None or media is None:
+            call.log.warning("answer without usable SDP from %s", branch.target.peer)
+            self._send_bye_dialog(dialog, branch.target.dest, context=None)
+            branch.final = 488
+            if all(b.final for b in call.branches):
+                self._all_failed(call)
+            return
+        call.b = branch
+        call.state = "answered"
+        call.answered_at = time.monotonic()
+        self.stats["answered"] += 1
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+        call.relay.set_remote(Side.B, media.host, media.port, media.rtcp_port)
+        if media.direction != "sendrecv":
+            call.relay.set_direction(Side.B, media.direction)
+        self._dialogs[(dialog.call_id, dialog.local_tag, dialog.remote_tag)] = (call, "b")
+        for other in call.branches:
+            if other is not branch and not other.final:
+                self._cancel_branch(other)
+        body = self._answer_for_a(call, answer)
+        resp = make_response(call.a_tx.request, 200, to_tag=call.a_tx.to_tag, body=body,
+                             headers=(("Contact", self._a_contact(call)), ("Allow", ALLOW),
+                                      ("Content-Type", "application/sdp")))
+        self.transport.respond(call.a_tx, resp)
+        call.a_dialog.state = DialogState.CONFIRMED
+        for leg in (call.a_leg, branch.leg):
+            if leg is not None and leg.state in (LegState.NEW, LegState.RINGING):
+                leg.set_state(LegState.UP, "answered")
+        call.log.info("answered by %s", branch.target.peer)
+
+    def _answer_for_a(self, call: Call, answer: bytes) -> bytes:
+        host, port = call.relay.local_address(Side.A)
+        call.sdp_version += 1
+        return sdp_rewrite.rewrite(answer, host, port, session_version=call.sdp_version)
+
+    def _a_contact(self, call: Call) -> str:
+        return f"<{self.transport.contact_uri(call.a_dest, 'hub')}>"
+
+    def _all_failed(self, call: Call) -> None:
+        codes = [b.final for b in call.branches if b.final]
+        status = _best_failure(codes)
+        reason = None
+        if status == 480 and 408 in codes:
+            reason = "No answer"
+        call.log.info("failed: %s (branches %s)", status, codes)
+        self.stats["failed"] += 1
+        self._reply(call.a_tx, status, reason)
+        self._end(call, str(status))
+
+    def _ring_timeout(self, call: Call) -> None:
+        if call.state not in ("routing", "ringing"):
+            return
+        call.log.info("no answer within %.0f s", self.ring_timeout)
+        for branch in call.branches:
+            if not branch.final:
+                self._cancel_branch(branch)
+                branch.final = 408
+        self._all_failed(call)
+
+    def _send_ack(self, branch: Branch, dialog: Dialog) -> None:
+        ack = dialog.create_request("ACK", via=self.transport.via(branch.target.dest,
+                                                                  new_branch()),
+                                    cseq=branch.request.cseq.number)
+        self.transport.send_ack(ack, branch.target.dest)
+
+    def _cancel_branch(self, branch: Branch) -> None:
+        if branch.final or branch.cancelled:
+            return
+        branch.cancel_wanted = True
+        if branch.provisional:
+            self._send_cancel(branch)
+        # else: RFC 3261 9.1, wait for a provisional response before cancelling.
+
+    def _send_cancel(self, branch: Branch) -> None:
+        branch.cancelled = True
+        invite = branch.request
+        cancel = Request(method="CANCEL", uri=invite.uri)
+        h = cancel.headers
+        h.add("Via", invite.headers.get_all("Via")[0])
+        h.add("Max-Forwards", "70")
+        for name in ("From", "To", "Call-ID"):
+            h.add(name, invite.headers.get(name) or "")
+        h.add("CSeq", f"{invite.cseq.number} CANCEL")
+        self.transport.send_request(cancel, branch.target.dest, context=None)
+
+    # -- CANCEL from side A -----------------------------------------------------------------------
+    def _cancel(self, tx: ServerTransaction, request: Request) -> None:
+        invite_tx = self.transport.endpoint.layer.find_invite_for_cancel(request)
+        if invite_tx is None:
+            self._reply(tx, 481)
+            return
+        self._reply(tx, 200)
+        call = invite_tx.context
+        if not isinstance(call, Call):
+            if invite_tx.last_response is None or invite_tx.last_response.status < 200:
+                self._reply(invite_tx, 487)
+            return
+        if call.state not in ("routing", "ringing"):
+            return
+        call.log.info("caller cancelled")
+        for branch in call.branches:
+            self._cancel_branch(branch)
+        self._reply(call.a_tx, 487)
+        self._end(call, "cancel")
+
+    # -- ACK --------------------------------------------------------------------------------------
+    def _on_ack(self, request: Request) -> None:
+        # The 2xx's ACK ends the server transaction's retransmissions, nothing else to do.
+        pass
+
+    # -- in-dialog requests -----------------------------------------------------------------------
+    def _in_dialog(self, tx: ServerTransaction, request: Request) -> None:
+        key = dialog_id_of_request(request)
+        found = self._dialogs.get(key) if key is not None else None
+        if found is None:
+            self._reply(tx, 481)
+            return
+        call, side = found
+        dialog = call.a_dialog if side == "a" else (call.b.dialog if call.b else None)
+        if dialog is None:
+            self._reply(tx, 481)
+            return
+        if not dialog.check_remote_cseq(request):
+            self._reply(tx, 500, "CSeq out of order")
+            return
+        method = request.method
+        if method == "BYE":
+            self._reply(tx, 200)
+            call.log.info("BYE from side %s", side.upper())
+            other = "b" if side == "a" else "a"
+            self._bye_side(call, other)
+            self._end(call, f"bye from {side}")
+        elif method in ("INVITE", "UPDATE", "INFO"):
+            if call.state != "answered" and method == "INVITE":
+                self._reply(tx, 491)
+                return
+            if call.pending is not None:
+                # RFC 3261 14.2: a re-INVITE while ours is pending: glare.
+                self._reply(tx, 491, headers=(("Retry-After", "1"),))
+                return
+            self._forward_in_dialog(call, side, tx, request)
+        elif method == "OPTIONS":
+            self._reply(tx, 200, headers=(("Allow", ALLOW),))
+        else:
+            self._reply(tx, 405, headers=(("Allow", ALLOW),))
+
+    def _forward_in_dialog(self, call: Call, side: str, tx: ServerTransaction,
+                           request: Request) -> None:
+        other_side = Side.B if side == "a" else Side.A
+        my_side = Side.A if side == "a" else Side.B
+        body = b""
+        if request.method in ("INVITE", "UPDATE"):
+            offer = sdp_rewrite.extract_sdp(request)
+            if offer is not None:
+                media = _safe_target(offer)
+                if media is None:
+                    self._reply(tx, 488)
+                    return
+                call.relay.set_remote(my_side, media.host, media.port, media.rtcp_port)
+                call.relay.set_direction(my_side, media.direction)
+                host, port = call.relay.local_address(other_side)
+                call.sdp_version += 1
+                body = sdp_rewrite.rewrite(offer, host, port, session_version=call.sdp_version)
+                self._update_hold(call, side, media.direction)
+        else:
+            body = request.body
+        dialog, dest = self._side_dialog(call, "b" if side == "a" else "a")
+        if dialog is None or dest is None:
+            self._reply(tx, 481)
+            return
+        fwd = dialog.create_request(request.method, via=self.transport.via(dest, new_branch()),
+                                    contact=f"<{self.transport.contact_uri(dest, 'hub')}>")
+        if body:
+            fwd.body = body
+            ctype = "application/sdp" if request.method in ("INVITE", "UPDATE") else (
+                request.headers.get("Content-Type") or "application/octet-stream")
+            fwd.headers.add("Content-Type", ctype)
+        pending = PendingReinvite(from_side=side, server_tx=tx)
+        call.pending = pending
+        pending.client_tx = self.transport.send_request(fwd, dest, context=pending)
+        tx.context = call
+
+    def _forwarded_response(self, pending: PendingReinvite, tx: ClientTransaction,
+                            response: Response) -> None:
+        code = response.status
+        if code < 200:
+            return
+        call = pending.server_tx.context
+        if not isinstance(call, Call):
+            return
+        if call.pending is pending:
+            call.pending = None
+        answering = "b" if pending.from_side == "a" else "a"
+        dialog, dest = self._side_dialog(call, answering)
+        if tx.request.method == "INVITE" and code < 300 and dialog is not None and dest:
+            ack = dialog.create_request("ACK", via=self.transport.via(dest, new_branch()),
+                                        cseq=tx.request.cseq.number)
+            self.transport.send_ack(ack, dest)
+        body = b""
+        if code < 300 and tx.request.method in ("INVITE", "UPDATE"):
+            answer = sdp_rewrite.extract_sdp(response)
+            if answer is not None:
+                media = _safe_target(answer)
+                ans_side = Side.B if answering == "b" else Side.A
+                if media is not None:
+                    call.relay.set_remote(ans_side, media.host, media.port, media.rtcp_port)
+                    call.relay.set_direction(ans_side, media.direction)
+                req_side = Side.A if pending.from_side == "a" else Side.B
+                host, port = call.relay.local_address(req_side)
+                call.sdp_version += 1
+                body = sdp_rewrite.rewrite(answer, host, port,
+                                           session_version=call.sdp_version)
+        elif code < 300:
+            body = response.body
+        resp = make_response(pending.server_tx.request, code, response.reason,
+                             to_tag=pending.server_tx.to_tag or None, body=body)
+        if body:
+            resp.headers.add("Content-Type",
+                             response.headers.get("Content-Type") or "application/sdp")
+        if pending.server_tx.request.method == "INVITE" and code < 300:
+            dest_a = call.a_dest if pending.from_side == "a" else (
+                call.b.target.dest if call.b else call.a_dest)
+            resp.headers.add("Contact", f"<{self.transport.contact_uri(dest_a, 'hub')}>")
+        self.transport.respond(pending.server_tx, resp)
+
+    def _update_hold(self, call: Call, side: str, direction: str) -> None:
+        leg = call.a_leg if side == "a" else (call.b.leg if call.b else None)
+        if leg is None:
+            return
+        if direction in ("sendonly", "inactive") and leg.state is LegState.UP:
+            leg.set_state(LegState.HELD, direction)
+        elif direction in ("sendrecv", "recvonly") and leg.state is LegState.HELD:
+            leg.set_state(LegState.UP, "resumed")
+
+    def _side_dialog(self, call: Call, side: str) -> tuple[Dialog | None, Address | None]:
+        if side == "a":
+            return call.a_dialog, call.a_dest
+        if call.b is None:
+            return None, None
+        return call.b.dialog, call.b.target.dest
+
+    # -- ending -----------------------------------------------------------------------------------
+    def _bye_side(self, call: Call, side: str) -> None:
+        dialog, dest = self._side_dialog(call, side)
+        if dialog is None or dest is None:
+            return
+        if side == "a" and call.a_dialog.state is not DialogState.CONFIRMED:
+            return
+        self._send_bye_dialog(dialog, dest, context=None)
+
+    def _send_bye_dialog(self, dialog: Dialog, dest: Address, context: object) -> None:
+        bye = dialog.create_request("BYE", via=self.transport.via(dest, new_branch()))
+        self.transport.send_request(bye, dest, context=context)
+
+    def hangup(self, call: Call, reason: str = "hangup") -> None:
+        """End a call from the hub's side (RTP timeout, shutdown, a dispatcher)."""
+        if call.ended:
+            return
+        if call.state == "answered":
+            self._bye_side(call, "a")
+            self._bye_side(call, "b")
+        else:
+            for branch in call.branches:
+                self._cancel_branch(branch)
+            self._reply(call.a_tx, 503 if reason == "shutdown" else 480, reason)
+        self._end(call, reason)
+
+    def _end(self, call: Call, reason: str) -> None:
+        if call.ended:
+            return
+        call.state = "ended"
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+        call.relay.close()
+        call.bridge.close(reason)
+        for key in [k for k, v in self._dialogs.items() if v[0] is call]:
+            del self._dialogs[key]
+        self.calls.pop(call.id, None)
+
+    def on_media_timeout(self, session: RelaySession) -> None:
+        for call in list(self.calls.values()):
+            if call.relay is session and call.state == "answered":
+                call.log.info("no RTP for %.0f s: ending the call", self.relay.rtp_timeout)
+                self.hangup(call, "rtp timeout")
+
+    # -- failures ---------------------------------------------------------------------------------
+    def _on_timeout(self, tx: ClientTransaction | ServerTransaction) -> None:
+        ctx = tx.context
+        if isinstance(tx, ServerTransaction):
+            if isinstance(ctx, Call) and tx is ctx.a_tx and ctx.state == "answered":
+                ctx.log.info("caller never ACKed our 200: ending")
+                self.hangup(ctx, "no ack")
+            return
+        if isinstance(ctx, tuple) and len(ctx) == 2 and isinstance(ctx[1], Branch):
+            call, branch = ctx
+            if tx.request.method == "INVITE" and not branch.final:
+                branch.final = 408
+                if branch.leg is not None and not branch.leg.ended:
+                    branch.leg.set_state(LegState.ENDED, "timeout")
+                if call.state in ("routing", "ringing") and all(b.final for b in call.branches):
+                    self._all_failed(call)
+        elif isinstance(ctx, PendingReinvite):
+            resp = Response(status=408, reason="Request Timeout")
+            resp.headers = make_response(ctx.server_tx.request, 408).headers
+            self._forwarded_response(ctx, tx, resp)
+
+    def _on_stray(self, response: Response, source: Address) -> None:
+        # A 2xx retransmitted after its transaction ended: ACK it again (RFC 3261 13.2.2.4).
+        if not (200 <= response.status < 300) or response.cseq.method != "INVITE":
+            return
+        for call in self.calls.values():
+            b = call.b
+            if b is not None and b.dialog is not None and b.dialog.call_id == response.call_id:
+                self._send_ack(b, b.dialog)
+                return
+
+    async def shutdown(self) -> None:
+        for call in list(self.calls.values()):
+            self.hangup(call, "shutdown")
+
+
+def _parse_target_uri(text: str) -> SipUri:
+    from signaling.uri import parse_sip_uri
+
+    return parse_sip_uri(text.strip("<>"))
+
+
+def _safe_target(sdp: bytes) -> sdp_rewrite.MediaTarget | None:
+    try:
+        return sdp_rewrite.audio_target(sdp)
+    except ParseError:
+        return None
+
+
+def _best_failure(codes: list[int]) -> int:
+    """RFC 3261 16.7 step 6, simplified: 6xx wins, then busy, then the lowest class."""
+    if not codes:
+        return 480
+    six = [c for c in codes if c >= 600]
+    if six:
+        return min(six)
+    if 486 in codes:
+        return 486
+    mapped = []
+    for c in codes:
+        if c in (408, 487):
+            mapped.append(480)
+        elif c in (401, 407):
+            mapped.append(403)
+        elif c == 503:
+            mapped.append(502)  # never pass on 503 (RFC 3261 16.7 step 6)
+        else:
+            mapped.append(c)
+    four = [c for c in mapped if 400 <= c < 500]
+    return min(four) if four else min(mapped)
+
+
+def random_id() -> str:
+    return secrets.token_hex(4)

@@ -1,0 +1,199 @@
+"""The composition root: ``hub serve`` wires store, SIP, media and HTTP together.
+
+One process, one uvloop event loop: SIP sockets, the media relay, the HTTP API and
+the SQLite store all live here (design.md, "Process model").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridges.events import EventBus
+from console.app import create_app
+from console.http import HttpServer, start_http
+from gateways.security import AuthThrottle
+from gateways.sip_gateway import SipGateway
+from media.ports import PortAllocator
+from media.relay import MediaRelay
+from signaling.digest import DigestServer
+from signaling.registrar import Registrar
+from signaling.stack import SipEndpoint
+from signaling.transport import SipTransport
+
+from . import __version__
+from .config import ServeConfig
+from .location import StoreLocation
+from .store import Store
+
+log = logging.getLogger("hub")
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def primary_address() -> str:
+    """The address of the default route, for SDP when bound to a wildcard.
+
+    A connected UDP socket sends nothing; it only asks the kernel which source address
+    it would use. Falls back to loopback on a machine with no route.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+@dataclass
+class Hub:
+    """A running hub; what tests and the CLI hold on to."""
+
+    config: ServeConfig
+    store: Store
+    bus: EventBus
+    endpoint: SipEndpoint
+    transport: SipTransport
+    relay: MediaRelay
+    gateway: SipGateway
+    http: HttpServer
+    sip_addresses: dict[str, tuple[str, int]]
+    started: float
+
+    def health(self) -> dict[str, Any]:
+        clients, servers = self.endpoint.layer.counts
+        return {
+            "status": "ok",
+            "sip": {
+                "listen": {k: f"{h}:{p}" for k, (h, p) in self.sip_addresses.items()},
+                "transactions": clients + servers,
+                **self.endpoint.stats,
+            },
+            "calls": self.gateway.health()["calls"],
+            "gateway": self.gateway.health(),
+            "registrations": self.store.count_bindings(time.time()),
+            "media": {"address": self.relay.advertised_host, "sessions": len(self.relay)},
+        }
+
+    async def stop(self) -> None:
+        """End every call with BYE/CANCEL, let the messages go out, close everything."""
+        await self.gateway.shutdown()
+        await asyncio.sleep(0.2)
+        await self.http.stop()
+        await self.transport.close()
+        self.relay.close()
+        self.store.close()
+
+
+async def start(config: ServeConfig) -> Hub:
+    store = Store.open(config.data_dir)
+    bus = EventBus()
+    media_host = config.media_address or (
+        config.bind if not _wildcard(config.bind) else primary_address())
+    ports = PortAllocator(config.bind if not _wildcard(config.bind) else "0.0.0.0",
+                          config.rtp_ports[0], config.rtp_ports[1])
+    relay = MediaRelay(ports, advertised_host=media_host)
+    digest = DigestServer(store.realm, os.urandom(32), algorithms=config.auth_algorithms)
+    registrar = Registrar(StoreLocation(store))
+    endpoint = SipEndpoint(server_name=f"dispatch-hub/{__version__}")
+    transport = SipTransport(endpoint)
+    gateway = SipGateway(store=store, transport=transport, relay=relay, bus=bus, digest=digest,
+                         registrar=registrar, throttle=AuthThrottle(),
+                         ring_timeout=config.ring_timeout)
+    relay.on_timeout = gateway.on_media_timeout
+    endpoint.request_filter = gateway.request_filter
+    transport.handler = gateway.handle
+    addresses: dict[str, tuple[str, int]] = {}
+    try:
+        addresses["udp"] = await transport.listen_udp(config.bind, config.sip_port)
+        # With port 0 the UDP port was chosen by the kernel: TCP takes the same number.
+        addresses["tcp"] = await transport.listen_tcp(config.bind, addresses["udp"][1])
+        if config.tls_enabled and config.tls_cert and config.tls_key and config.tls_port:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+            addresses["tls"] = await transport.listen_tls(config.bind, config.tls_port, ctx)
+        hub_ref: list[Hub] = []
+        app = create_app(_HealthProxy(hub_ref), version=__version__)
+        http = await start_http(app, config.bind, config.http_port)
+    except BaseException:
+        await transport.close()
+        relay.close()
+        store.close()
+        raise
+    hub = Hub(config, store, bus, endpoint, transport, relay, gateway, http, addresses,
+              time.time())
+    hub_ref.append(hub)
+    return hub
+
+
+class _HealthProxy:
+    def __init__(self, ref: list[Hub]) -> None:
+        self._ref = ref
+
+    def health(self) -> dict[str, Any]:
+        return self._ref[0].health() if self._ref else {"status": "starting"}
+
+
+async def serve(config: ServeConfig, *, on_ready: Callable[[Hub], None] | None = None) -> int:
+    hub = await start(config)
+    for kind, (host, port) in hub.sip_addresses.items():
+        log.info("SIP listening on %s %s:%d", kind.upper(), host, port)
+    log.info("HTTP listening on %s (GET /api/health)", hub.http.url)
+    log.info("media relay on %s ports %d-%d", hub.relay.advertised_host, *config.rtp_ports)
+    print(f"hub: SIP udp/tcp {config.bind}:{hub.sip_addresses['udp'][1]}  "
+          f"HTTP {hub.http.url}  media {hub.relay.advertised_host}  data {config.data_dir}",
+          file=sys.stderr, flush=True)
+    if on_ready is not None:
+        on_ready(hub)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: ending %d call(s)", len(hub.gateway.calls))
+        await hub.stop()
+    return 0
+
+
+def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    log.error("unhandled error in the event loop: %s", context.get("message"),
+              exc_info=context.get("exception"))
+
+
+def run(config: ServeConfig) -> int:
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        uvloop = None  # type: ignore[assignment]
+
+    async def main() -> int:
+        asyncio.get_running_loop().set_exception_handler(_loop_exception_handler)
+        return await serve(config)
+
+    try:
+        if uvloop is not None:
+            return uvloop.run(main())
+        return asyncio.run(main())
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
