@@ -423,6 +423,10 @@ class SipGateway:
                 resp.headers.add("Content-Type", "application/sdp")
             self.transport.respond(call.a_tx, resp)
             return
+        if code < 300 and branch.dialog is not None:
+            # A retransmitted 2xx: our ACK was lost, send it again (RFC 3261 13.2.2.4).
+            self._send_ack(branch, branch.dialog)
+            return
         branch.final = code
         if code < 300:
             self._branch_answered(call, branch, response)

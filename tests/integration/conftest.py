@@ -7,19 +7,18 @@ import pytest_asyncio
 
 from hub.config import ServeConfig
 from hub.server import Hub, start
-from tests.peers.ports import free_port_block
 
 
 @pytest_asyncio.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     """A started hub with users alice/bob/carol (passwords pw-alice, ...)."""
-    block = free_port_block(200)
+    # The hub's relay takes its own range: the peers' allocator (15000-15999) is for phones.
     config = ServeConfig(
         data_dir=tmp_path / "hubdata",
         bind="127.0.0.1",
         sip_port=0,
         http_port=0,
-        rtp_ports=(block[0], block[-1]),
+        rtp_ports=(20000, 24999),
     )
     running = await start(config)
     for name in ("alice", "bob", "carol", "dave", "erin"):
