@@ -100,7 +100,9 @@ class Dialog:
         h.add("Via", via)
         h.add("Max-Forwards", "70")
         h.add("From", f"{self.local_uri};tag={self.local_tag}")
-        h.add("To", f"{self.remote_uri};tag={self.remote_tag}")
+        # A peer without tags (RFC 2543) gets no tag, not an empty one (12.2.1.1).
+        h.add("To", f"{self.remote_uri};tag={self.remote_tag}" if self.remote_tag
+              else self.remote_uri)
         h.add("Call-ID", self.call_id)
         h.add("CSeq", f"{cseq} {method}")
         for route in self._routes():

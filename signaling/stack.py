@@ -10,6 +10,7 @@ transaction layer and checks each new request against what the UAS supports
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from .message import (
     Request,
     Response,
     canonical_name,
+    header_tag,
     make_response,
     parse_message,
 )
@@ -181,6 +183,7 @@ class SipEndpoint:
             if isinstance(event, RequestReceived):
                 refusal = self._check_request(event.request)
                 if refusal is not None:
+                    _add_to_tag(refusal, event.transaction)
                     self.stats["rejected"] += 1
                     self.respond(event.transaction, refusal, now)
                     continue
@@ -243,13 +246,21 @@ class SipEndpoint:
             self._events.append(CloseConnection(source.conn, str(exc)))
 
 
+def _add_to_tag(response: Response, tx: ServerTransaction) -> None:
+    """RFC 3261 8.2.6.2: a UAS's final response carries a To tag."""
+    to = response.headers.get("To")
+    if to is not None and header_tag(to) is None:
+        tx.to_tag = tx.to_tag or secrets.token_hex(5)
+        response.headers.set("To", f"{to};tag={tx.to_tag}")
+
+
 def _stateless_error(data: bytes, exc: ParseError) -> bytes | None:
     """Build the error response for a request we could not fully parse, or None.
 
     Needs the request line to be a request and the headers a response copies (Via,
     From, To, Call-ID, CSeq), taken raw and tolerant of the very faults being reported.
     """
-    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    head = data.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     text = head.decode("utf-8", "replace").replace("\r\n", "\n")
     lines = text.split("\n")
     while lines and not lines[0].strip():

@@ -269,7 +269,9 @@ class TransactionLayer:
             tx.timers.pop("A", None)
             if code < 200:
                 tx.state = State.PROCEEDING
-                tx.timers.pop("A", None)
+                # Timer B only guards the Calling state: a callee may ring for longer
+                # than 64*T1, and the TU ends that with a CANCEL (RFC 3261 17.1.1.2).
+                tx.timers.pop("B", None)
             elif code < 300:
                 tx.state = State.ACCEPTED
                 tx.timers.clear()
@@ -421,9 +423,9 @@ class TransactionLayer:
                 akey = (tx.request.call_id, tx.request.cseq.number,
                         header_tag(tx.request.headers.get("From")) or "")
                 self._accepted[akey] = tx
-                if not reliable:
-                    tx.interval = t1
-                    self._arm(tx, "G", now + t1)
+                # Over any transport: a proxy on the way may use UDP (13.3.1.4).
+                tx.interval = t1
+                self._arm(tx, "G", now + t1)
             else:
                 tx.state = State.COMPLETED
                 if not reliable:

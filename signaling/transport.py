@@ -105,8 +105,7 @@ class _Stream(asyncio.Protocol):
             self._stall.cancel()
             self._stall = None
         self.owner._connections.pop(self.conn_id, None)
-        key = (self.name, self.peer[0], self.peer[1])
-        if self.owner._by_peer.get(key) is self:
+        for key in [k for k, conn in self.owner._by_peer.items() if conn is self]:
             del self.owner._by_peer[key]
 
     def close(self) -> None:
@@ -327,7 +326,7 @@ class SipTransport:
             ctx = None
             if dest.transport == "tls":
                 ctx = self.client_ssl or ssl.create_default_context()
-            await asyncio.wait_for(
+            _, conn = await asyncio.wait_for(
                 self._loop.create_connection(lambda: _Stream(self, dest.transport),
                                              dest.host, dest.port, ssl=ctx),
                 timeout=10)
@@ -337,7 +336,9 @@ class SipTransport:
             self.endpoint.transport_error(dest, self.now())
             self.flush()
             return
-        conn = self._by_peer.get(key)
+        # Known by the name we dialled too: the peername is the resolved address, which
+        # differs for a host name ("localhost") or an IPv6 literal written another way.
+        self._by_peer[key] = conn
         for data in self._pending.pop(key, []):
-            if conn is not None and conn.transport is not None:
+            if conn.transport is not None:
                 conn.transport.write(data)

@@ -5,7 +5,9 @@ and pass through :func:`scaled`, so a slow machine (or a run under a profiler) c
 stretch every wait at once with ``PEERS_TIME_SCALE=3``.
 """
 
+import ctypes
 import os
+import signal
 
 LOOPBACK = "127.0.0.1"
 
@@ -27,3 +29,19 @@ TIME_SCALE = _time_scale()
 def scaled(seconds: float) -> float:
     """``seconds`` stretched by ``PEERS_TIME_SCALE``: the one unit every harness wait uses."""
     return seconds * TIME_SCALE
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for peers: SIGTERM the child when the test process dies.
+
+    Without it a killed pytest (Ctrl-C twice, a CI timeout) leaves phones and SIPp
+    instances holding ports. Linux only; elsewhere a no-op.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux: the peers' own time limits still apply

@@ -45,14 +45,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tests.peers import LOOPBACK, scaled
+from tests.peers import LOOPBACK, die_with_parent, scaled
 from tests.peers.audio import write_tone_wav
-from tests.peers.ports import free_port_block, free_tcp_port
+from tests.peers.ports import free_port_block, free_tcp_port, release_ports
 
 Transport = Literal["udp", "tcp"]
 AnswerMode = Literal["manual", "early", "auto"]
 
 MODULE_PATH = "/usr/lib/baresip/modules"
+# RTP and RTCP take two ports per call; baresip allows 4 calls per phone by default.
+RTP_PORTS_PER_PHONE = 10
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Enough for a 4 GB netstring; anything longer means the stream is out of sync.
 _MAX_NETSTRING_DIGITS = 10
@@ -139,7 +141,8 @@ class BaresipPhone:
         registrar: ``(host, port)`` of the registrar (the hub). None means no
             registration: the AOR is ``sip:USER@127.0.0.1`` and ``regint=0``.
         sip_port: the phone's own ``sip_listen`` port (also binds ``sip_port + 1``).
-        rtp_ports: ``(first, last)`` RTP/RTCP port range (two ports per call).
+        rtp_ports: ``(first, last)`` RTP/RTCP port range (two ports per call);
+            allocated: 10 ports.
         ctrl_port: the ctrl_tcp listen port.
         tone_hz: frequency of the generated microphone tone; ignored with ``mic_wav``.
         tone_seconds: length of the tone; after it ends the microphone is silent.
@@ -200,12 +203,20 @@ class BaresipPhone:
         self.tone_hz = tone_hz
         self.tone_seconds = tone_seconds
 
-        self.sip_port = sip_port if sip_port is not None else free_port_block(2)[0]
+        # Ports allocated here go back to the allocator once baresip has exited.
+        self._allocated: list[range] = []
+        if sip_port is None:
+            self._allocated.append(free_port_block(2))
+            sip_port = self._allocated[-1][0]
+        self.sip_port = sip_port
         if rtp_ports is None:
-            block = free_port_block(20)
-            rtp_ports = (block[0], block[-1])
+            self._allocated.append(free_port_block(RTP_PORTS_PER_PHONE, tcp=False))
+            rtp_ports = (self._allocated[-1][0], self._allocated[-1][-1])
         self.rtp_ports = rtp_ports
-        self.ctrl_port = ctrl_port if ctrl_port is not None else free_tcp_port()
+        if ctrl_port is None:
+            ctrl_port = free_tcp_port()
+            self._allocated.append(range(ctrl_port, ctrl_port + 1))
+        self.ctrl_port = ctrl_port
 
         self.dir = _unique_dir(workdir, f"baresip-{username}")
         self.rec_dir = self.dir / "rec"
@@ -324,7 +335,11 @@ class BaresipPhone:
             argv += ["-t", str(max(1, round(self.max_lifetime)))]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self._process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                preexec_fn=die_with_parent,
             )
         try:
             await self._connect(scaled(10.0) if timeout is None else timeout)
@@ -372,6 +387,10 @@ class BaresipPhone:
                 except TimeoutError:
                     continue
         await self._close_ctrl()
+        if process is None or process.returncode is not None:
+            for ports in self._allocated:
+                release_ports(ports)
+            self._allocated.clear()
         return None if process is None else process.returncode
 
     async def _close_ctrl(self) -> None:

@@ -50,6 +50,40 @@ def bindable(port: int, kind: socket.SocketKind = socket.SOCK_DGRAM) -> bool:
     return True
 
 
+# Local addresses in /proc/net/{udp,tcp}[6] that stop a bind to 127.0.0.1:
+# 127.0.0.1, 0.0.0.0, :: and ::ffff:127.0.0.1 (hex, in the kernel's byte order).
+_BLOCKING_ADDRESSES = frozenset(
+    {"0100007F", "00000000", "0" * 32, "0000000000000000FFFF00000100007F"}
+)
+_TCP_LISTEN = "0A"
+
+
+def port_in_use(port: int, kind: socket.SocketKind = socket.SOCK_DGRAM) -> bool:
+    """True if some socket holds ``port`` on 127.0.0.1 (a TCP one only when listening).
+
+    Reads /proc/net rather than trying to bind, so checking never steals the port
+    from a process that is about to bind it.
+    """
+    name = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    suffix = f":{port:04X}"
+    for table in (f"/proc/net/{name}", f"/proc/net/{name}6"):
+        try:
+            with open(table) as lines:
+                next(lines, None)  # header
+                for line in lines:
+                    fields = line.split()
+                    address, _, local_port = fields[1].partition(":")
+                    if (
+                        ":" + local_port == suffix
+                        and address in _BLOCKING_ADDRESSES
+                        and (name == "udp" or fields[3] == _TCP_LISTEN)
+                    ):
+                        return True
+        except FileNotFoundError:  # no IPv6 in this kernel or namespace
+            continue
+    return False
+
+
 class PortAllocator:
     """Hands out loopback ports that no earlier call of this allocator returned."""
 
@@ -128,3 +162,8 @@ def free_tcp_port() -> int:
 def free_port_block(count: int, *, udp: bool = True, tcp: bool = True) -> range:
     """``count`` consecutive free ports on 127.0.0.1, starting on an even port."""
     return allocator.block(count, udp=udp, tcp=tcp)
+
+
+def release_ports(ports: range | int) -> None:
+    """Give ports back once the peer holding them has exited (long sessions need it)."""
+    allocator.release(ports)

@@ -35,8 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.peers import LOOPBACK, scaled
-from tests.peers.ports import bindable, free_port_block, free_udp_port
+from tests.peers import LOOPBACK, die_with_parent, scaled
+from tests.peers.ports import (
+    free_port_block,
+    free_tcp_port,
+    free_udp_port,
+    port_in_use,
+    release_ports,
+)
 
 # Built-in scenarios (``-sn``); anything else is a path to an XML scenario (``-sf``).
 BUILTIN_SCENARIOS = frozenset(
@@ -226,9 +232,16 @@ class Sipp:
             _check_remote(remote)
         self.scenario = scenario
         self.transport = transport
-        self.local_port = local_port if local_port is not None else free_udp_port()
+        # Ports allocated here go back to the allocator once SIPp has exited.
+        self._allocated: list[range | int] = []
+        if local_port is None:
+            local_port = free_tcp_port() if transport.startswith("t") else free_udp_port()
+            self._allocated.append(local_port)
+        self.local_port = local_port
         self.control_port = free_udp_port()
-        self.media_port = free_port_block(4, tcp=False)[0]
+        media = free_port_block(4, tcp=False)  # SIPp binds -mp and -mp + 2
+        self.media_port = media[0]
+        self._allocated += [self.control_port, media]
         name = scenario if isinstance(scenario, str) else scenario.stem
         self.workdir = workdir / f"sipp-{name}-{next(_run_numbers)}"
         self.workdir.mkdir(parents=True)
@@ -285,7 +298,7 @@ class Sipp:
             raise SippError("already started")
         kind = socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
         # Readiness below is "the port is taken", so it must be free to begin with.
-        if not bindable(self.local_port, kind):
+        if port_in_use(self.local_port, kind):
             raise SippError(f"port {self.local_port} on {LOOPBACK} is already in use")
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self._process = await asyncio.create_subprocess_exec(
@@ -294,19 +307,21 @@ class Sipp:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
+                preexec_fn=die_with_parent,
             )
         # SIPp has no "ready" signal: ready is when its SIP port is taken.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (scaled(10.0) if timeout is None else timeout)
-        while bindable(self.local_port, kind):
+        while not port_in_use(self.local_port, kind):
             await asyncio.sleep(0.02)
             if self._process.returncode is not None:
                 break
             if loop.time() > deadline:
                 result = await self.stop()
                 raise SippError(f"SIPp did not bind port {self.local_port}\n{result.describe()}")
-        # 0: all calls done already; 1: some failed. Anything else is a fatal error.
-        if self._process.returncode not in (None, 0, 1):
+        # Gone before (visibly) binding: fine only if it already did all its calls well.
+        # SIPp exits 1 both for failed calls and for a scenario it cannot parse.
+        if self._process.returncode not in (None, 0):
             raise SippError(f"SIPp failed at start\n{self.result().describe()}")
 
     async def wait(self, timeout: float | None = None) -> SippResult:
@@ -339,6 +354,9 @@ class Sipp:
         """The result so far (stats from the last row SIPp wrote)."""
         if self._process is None or self._process.returncode is None:
             raise SippError("SIPp has not exited")
+        for ports in self._allocated:
+            release_ports(ports)
+        self._allocated.clear()
         stats = parse_stats_csv(self.stats_path)
         if stats is None:
             with contextlib.suppress(FileNotFoundError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 
 import pytest
 
@@ -16,10 +15,11 @@ from signaling.registrar import (
     uri_equivalent,
 )
 from signaling.uri import SipUri, parse_sip_uri
+from tests.sip_corpus import CORPUS
 
 T0 = 1_700_000_000.0
 SOURCE = ("192.0.2.10", 5062)
-TORTURE = Path("/work/shared/conformance/sip-torture/rfc4475")
+TORTURE = CORPUS / "rfc4475"
 
 
 def register(

@@ -22,8 +22,9 @@ from signaling.sdp import (
     is_hold,
     parse_sdp,
 )
+from tests.sip_corpus import CORPUS
 
-CONFORMANCE = Path("/work/shared/conformance/sip-torture")
+CONFORMANCE = CORPUS
 OUR_CODECS = ["PCMU/8000", "PCMA/8000", "telephone-event/8000"]
 
 

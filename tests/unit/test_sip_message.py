@@ -32,8 +32,12 @@ def crlf(text: str) -> bytes:
     return text.replace("\n", "\r\n").encode()
 
 
-def invite(*extra: str, body: bytes = b"", content_length: int | None = None,
-           via: str = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds") -> bytes:
+def invite(
+    *extra: str,
+    body: bytes = b"",
+    content_length: int | None = None,
+    via: str = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds",
+) -> bytes:
     length = len(body) if content_length is None else content_length
     lines = [
         "INVITE sip:bob@example.com SIP/2.0",
@@ -83,23 +87,27 @@ def test_request_basic() -> None:
 
 
 def test_response_basic() -> None:
-    resp = parse_response(crlf(
-        "SIP/2.0 180 Ringing\n"
-        "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\n"
-        "From: <sip:a@example.com>;tag=1\n"
-        "To: <sip:b@example.com>;tag=2\n"
-        "Call-ID: c\n"
-        "CSeq: 1 INVITE\n"
-        "Content-Length: 0\n\n"
-    ))
+    resp = parse_response(
+        crlf(
+            "SIP/2.0 180 Ringing\n"
+            "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\n"
+            "From: <sip:a@example.com>;tag=1\n"
+            "To: <sip:b@example.com>;tag=2\n"
+            "Call-ID: c\n"
+            "CSeq: 1 INVITE\n"
+            "Content-Length: 0\n\n"
+        )
+    )
     assert (resp.status, resp.reason) == (180, "Ringing")
     assert resp.to.tag == "2"
     assert repr(resp) == "<Response 180 Ringing>"
 
 
 def test_response_reason_may_be_empty_or_utf8() -> None:
-    base = ("\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\nFrom: <sip:a@h>;tag=1\nTo: <sip:b@h>\n"
-            "Call-ID: c\nCSeq: 1 INVITE\nContent-Length: 0\n\n")
+    base = (
+        "\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\nFrom: <sip:a@h>;tag=1\nTo: <sip:b@h>\n"
+        "Call-ID: c\nCSeq: 1 INVITE\nContent-Length: 0\n\n"
+    )
     assert parse_response(crlf("SIP/2.0 100 " + base)).reason == ""
     assert parse_response(crlf("SIP/2.0 200 Окей" + base)).reason == "Окей"
 
@@ -160,8 +168,7 @@ def test_folded_header_values_are_unfolded() -> None:
         "NewFangledHeader:   newfangled value\r\n continued newfangled value",
     )
     req = parse_request(data)
-    assert req.headers.get("Subject") == (
-        "I know you're there, pick up the phone and talk to me!")
+    assert req.headers.get("Subject") == ("I know you're there, pick up the phone and talk to me!")
     assert req.headers.get("NewFangledHeader") == "newfangled value continued newfangled value"
 
 
@@ -170,7 +177,7 @@ def test_folded_via_and_to_parse_to_their_values() -> None:
         "OPTIONS sip:u@example.com SIP/2.0\n"
         "Via  : SIP  /   2.0\n /UDP\n    192.0.2.2;branch=390skdjuw\n"
         "TO :\n sip:vivekg@example.com ;   tag    = 1918181833n\n"
-        "from   : \"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\n  ;\n  tag = 98asjd8\n"
+        'from   : "J Rosenberg \\\\\\""       <sip:jdrosen@example.com>\n  ;\n  tag = 98asjd8\n'
         "Call-ID: c\ncseq: 0009\n  OPTIONS\nContent-Length   : 0\n\n"
     )
     req = parse_request(data)
@@ -188,19 +195,22 @@ def test_continuation_line_before_any_header_is_an_error() -> None:
 
 
 def test_compact_forms_are_expanded() -> None:
-    data = crlf(
-        "INVITE sip:bob@example.com SIP/2.0\n"
-        "v: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKc\n"
-        "f: <sip:a@example.com>;tag=1\n"
-        "t: <sip:b@example.com>\n"
-        "i: compact@example.com\n"
-        "CSeq: 1 INVITE\n"
-        "m: <sip:a@192.0.2.1>\n"
-        "c: application/sdp\n"
-        "k: timer\n"
-        "s: hello\n"
-        f"l: {len(SDP)}\n\n"
-    ) + SDP
+    data = (
+        crlf(
+            "INVITE sip:bob@example.com SIP/2.0\n"
+            "v: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKc\n"
+            "f: <sip:a@example.com>;tag=1\n"
+            "t: <sip:b@example.com>\n"
+            "i: compact@example.com\n"
+            "CSeq: 1 INVITE\n"
+            "m: <sip:a@192.0.2.1>\n"
+            "c: application/sdp\n"
+            "k: timer\n"
+            "s: hello\n"
+            f"l: {len(SDP)}\n\n"
+        )
+        + SDP
+    )
     req = parse_request(data)
     assert req.call_id == "compact@example.com"
     assert req.from_.tag == "1"
@@ -211,13 +221,22 @@ def test_compact_forms_are_expanded() -> None:
     assert req.headers.get("subject") == "hello"
     assert req.body == SDP
     names = [name for name, _ in req.headers]
-    assert names == ["Via", "From", "To", "Call-ID", "CSeq", "Contact", "Content-Type",
-                     "Supported", "Subject", "Content-Length"]
+    assert names == [
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Content-Type",
+        "Supported",
+        "Subject",
+        "Content-Length",
+    ]
 
 
 def test_header_names_are_case_insensitive() -> None:
-    req = parse_request(
-        invite("x-lower: 1").replace(b"Max-Forwards: 70", b"MaX-fOrWaRdS: 0068"))
+    req = parse_request(invite("x-lower: 1").replace(b"Max-Forwards: 70", b"MaX-fOrWaRdS: 0068"))
     assert req.headers.get("X-LOWER") == "1"
     assert "x-lower" in req.headers
     assert 42 not in req.headers
@@ -270,11 +289,13 @@ def test_escaped_null_is_a_distinct_user() -> None:
 
 
 def test_escaped_method_is_not_the_method() -> None:
-    req = parse_request(crlf(
-        "RE%47IST%45R sip:registrar.example.com SIP/2.0\n"
-        "Via: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:a@h>;tag=1\nTo: <sip:a@h>\n"
-        "Call-ID: c\nCSeq: 1 RE%47IST%45R\nContent-Length: 0\n\n"
-    ))
+    req = parse_request(
+        crlf(
+            "RE%47IST%45R sip:registrar.example.com SIP/2.0\n"
+            "Via: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:a@h>;tag=1\nTo: <sip:a@h>\n"
+            "Call-ID: c\nCSeq: 1 RE%47IST%45R\nContent-Length: 0\n\n"
+        )
+    )
     assert req.method == "RE%47IST%45R"
 
 
@@ -314,7 +335,10 @@ def test_list_headers_split_on_commas_and_fields() -> None:
     assert req.vias[2].port == 5070
     assert req.vias[2].transport == "TCP"
     assert [str(r.uri) for r in req.routes] == [
-        "sip:p1.example.com;lr", "sip:p2.example.com;lr", "sip:p3.example.com;lr"]
+        "sip:p1.example.com;lr",
+        "sip:p2.example.com;lr",
+        "sip:p3.example.com;lr",
+    ]
     assert req.routes[1].display_name == "Proxy, Two"
     assert req.headers.get_all("Allow") == ["INVITE", "ACK", "BYE"]
     # Not a list header: commas stay.
@@ -323,15 +347,19 @@ def test_list_headers_split_on_commas_and_fields() -> None:
 
 
 def test_contacts_with_commas_in_quotes_and_star() -> None:
-    req = parse_request(invite(
-        'Contact: "Doe, John" <sip:j@example.com>;q=0.7;expires=3600, <sip:k@example.com>'))
+    req = parse_request(
+        invite('Contact: "Doe, John" <sip:j@example.com>;q=0.7;expires=3600, <sip:k@example.com>')
+    )
     contacts = req.contacts
     assert [c.display_name for c in contacts] == [None, "Doe, John", None]
     assert contacts[1].params == {"q": "0.7", "expires": "3600"}
-    star = parse_request(crlf(
-        "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n"
-        "From: <sip:a@example.com>;tag=1\nTo: <sip:a@example.com>\nCall-ID: c\n"
-        "CSeq: 2 REGISTER\nContact: *\nExpires: 0\nContent-Length: 0\n\n"))
+    star = parse_request(
+        crlf(
+            "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n"
+            "From: <sip:a@example.com>;tag=1\nTo: <sip:a@example.com>\nCall-ID: c\n"
+            "CSeq: 2 REGISTER\nContact: *\nExpires: 0\nContent-Length: 0\n\n"
+        )
+    )
     assert star.contacts == []
     assert star.headers.get_all("Contact") == ["*"]
 
@@ -374,8 +402,7 @@ def test_ipv6_in_via_with_received() -> None:
     assert via.params["received"] == "2001:db8::9:255"
     delim = parse_via("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKa")
     assert delim.params["received"] == "[2001:db8::9:255]"
-    assert str(via) == ("SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255"
-                        ";branch=z9hG4bKa")
+    assert str(via) == ("SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKa")
 
 
 @pytest.mark.parametrize(
@@ -449,31 +476,58 @@ def test_long_but_legal_header_values() -> None:
         (b"INVITE sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n", 400, "malformed header line"),
         (invite().replace(b"SIP/2.0\r\n", b"SIP/7.0\r\n", 1), 505, "SIP version SIP/7.0"),
         (invite().replace(b"SIP/2.0\r\n", b"SIP/2\r\n", 1), 400, "bad version"),
-        (invite().replace(b"INVITE sip:bob@example.com", b"INVITE <sip:bob@example.com>"), 400,
-         "must not be enclosed"),
-        (invite().replace(b"INVITE sip:bob@example.com", b"INVITE sip:bob@example.com; lr"),
-         400, "malformed request line"),
+        (
+            invite().replace(b"INVITE sip:bob@example.com", b"INVITE <sip:bob@example.com>"),
+            400,
+            "must not be enclosed",
+        ),
+        (
+            invite().replace(b"INVITE sip:bob@example.com", b"INVITE sip:bob@example.com; lr"),
+            400,
+            "malformed request line",
+        ),
         (invite().replace(b"INVITE sip:", b"INV(TE sip:", 1), 400, "bad method"),
-        (invite().replace(b"CSeq: 314159 INVITE", b"CSeq: 36893488147419103232 INVITE"), 400,
-         "bad CSeq"),
-        (invite().replace(b"CSeq: 314159 INVITE", b"CSeq: 314159 OPTIONS"), 400,
-         "CSeq method does not match"),
+        (
+            invite().replace(b"CSeq: 314159 INVITE", b"CSeq: 36893488147419103232 INVITE"),
+            400,
+            "bad CSeq",
+        ),
+        (
+            invite().replace(b"CSeq: 314159 INVITE", b"CSeq: 314159 OPTIONS"),
+            400,
+            "CSeq method does not match",
+        ),
         (invite().replace(b"Max-Forwards: 70", b"Max-Forwards: 300"), 400, "bad Max-Forwards"),
         (invite("Expires: soon"), 400, "bad Expires"),
         (invite("To: <sip:other@example.com>"), 400, "more than one To header"),
         (invite("Call-ID: second"), 400, "more than one Call-ID header"),
-        (invite().replace(b"Call-ID: a84b4c76e66710@pc33.example.com\r\n", b""), 400,
-         "missing mandatory header Call-ID"),
-        (invite().replace(b"To: Bob <sip:bob@example.com>", b'To: "Bob <sip:bob@example.com>'),
-         400, "unbalanced quotes"),
-        (invite().replace(b"To: Bob <sip:bob@example.com>", b"To: <sip:bob@example.com >"), 400,
-         "whitespace inside <>"),
-        (invite().replace(b"To: Bob <sip:bob@example.com>", b"To: Bell, A <sip:b@example.com>"),
-         400, "must be quoted"),
+        (
+            invite().replace(b"Call-ID: a84b4c76e66710@pc33.example.com\r\n", b""),
+            400,
+            "missing mandatory header Call-ID",
+        ),
+        (
+            invite().replace(b"To: Bob <sip:bob@example.com>", b'To: "Bob <sip:bob@example.com>'),
+            400,
+            "unbalanced quotes",
+        ),
+        (
+            invite().replace(b"To: Bob <sip:bob@example.com>", b"To: <sip:bob@example.com >"),
+            400,
+            "whitespace inside <>",
+        ),
+        (
+            invite().replace(b"To: Bob <sip:bob@example.com>", b"To: Bell, A <sip:b@example.com>"),
+            400,
+            "must be quoted",
+        ),
         (invite(via="SIP/2.0/UDP 192.0.2.15;;,;,,"), 400, "bad parameter"),
         (invite(via="HTTP/1.1 192.0.2.15"), 400, "bad Via"),
-        (invite("Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E"), 400,
-         "must be enclosed in <>"),
+        (
+            invite("Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E"),
+            400,
+            "must be enclosed in <>",
+        ),
         (invite(content_length=-5), 400, "bad Content-Length"),
     ],
 )
@@ -522,17 +576,21 @@ def test_stream_framed_body_must_match_content_length() -> None:
     ],
 )
 def test_malformed_responses_are_dropped(start: str, error: str) -> None:
-    data = crlf(start + "\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\nFrom: <sip:a@h>;tag=1\n"
-                        "To: <sip:b@h>\nCall-ID: c\nCSeq: 1 INVITE\nContent-Length: 0\n\n")
+    data = crlf(
+        start + "\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\nFrom: <sip:a@h>;tag=1\n"
+        "To: <sip:b@h>\nCall-ID: c\nCSeq: 1 INVITE\nContent-Length: 0\n\n"
+    )
     with pytest.raises(ParseError, match=error) as exc:
         parse_message(data)
     assert exc.value.drop
 
 
 def test_response_with_bad_headers_is_dropped_not_answered() -> None:
-    data = crlf("SIP/2.0 503 Service Unavailable\nVia: SIP/2.0/TCP h;branch=z9hG4bKz\n"
-                "To: <sip:u@example.com>\nFrom: <sip:o@example.net>;tag=2\n"
-                "CSeq: 9292394834772304023312 OPTIONS\nCall-ID: c\nContent-Length: 0\n\n")
+    data = crlf(
+        "SIP/2.0 503 Service Unavailable\nVia: SIP/2.0/TCP h;branch=z9hG4bKz\n"
+        "To: <sip:u@example.com>\nFrom: <sip:o@example.net>;tag=2\n"
+        "CSeq: 9292394834772304023312 OPTIONS\nCall-ID: c\nContent-Length: 0\n\n"
+    )
     with pytest.raises(ParseError, match="bad CSeq") as exc:
         parse_message(data)
     assert exc.value.drop
@@ -551,8 +609,9 @@ def test_parse_error_reason_is_one_safe_line() -> None:
 
 
 def test_typed_via() -> None:
-    req = parse_request(invite(via="SIP/2.0/udp 192.0.2.1:5062 (a comment);branch=z9hG4bKa;rport"
-                               ";ttl=16"))
+    req = parse_request(
+        invite(via="SIP/2.0/udp 192.0.2.1:5062 (a comment);branch=z9hG4bKa;rport;ttl=16")
+    )
     via = req.top_via
     assert via.transport == "UDP"
     assert (via.host, via.port, via.sent_by) == ("192.0.2.1", 5062, "192.0.2.1:5062")
@@ -603,29 +662,37 @@ def test_typed_cseq_and_missing_headers() -> None:
 
 
 def test_typed_contact_route_record_route() -> None:
-    req = parse_request(invite(
-        "Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>",
-        "Route: <sip:p1.example.com;lr>",
-    ).replace(b"Contact: <sip:alice@192.0.2.1>",
-              b'Contact: "A" <sip:alice@192.0.2.1:5070;transport=tcp>;expires=60'))
+    req = parse_request(
+        invite(
+            "Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>",
+            "Route: <sip:p1.example.com;lr>",
+        ).replace(
+            b"Contact: <sip:alice@192.0.2.1>",
+            b'Contact: "A" <sip:alice@192.0.2.1:5070;transport=tcp>;expires=60',
+        )
+    )
     contact = req.contacts[0]
     assert contact.display_name == "A"
     assert contact.params == {"expires": "60"}
     assert contact.sip_uri.transport == "tcp"
     assert contact.sip_uri.port == 5070
-    assert [str(r.uri) for r in req.record_routes] == ["sip:p2.example.com;lr",
-                                                       "sip:p1.example.com;lr"]
+    assert [str(r.uri) for r in req.record_routes] == [
+        "sip:p2.example.com;lr",
+        "sip:p1.example.com;lr",
+    ]
     route = req.routes[0].sip_uri
     assert route.has_param("LR") and route.param("lr") is None
 
 
 def test_typed_auth_headers() -> None:
-    req = parse_request(invite(
-        'Authorization: Digest username="alice", realm="hub", nonce="abc,def", '
-        'uri="sip:bob@example.com", response="0123", algorithm=MD5, qop=auth, nc=00000001, '
-        'cnonce="xyz"',
-        'Proxy-Authorization: NoOneKnowsThisScheme opaque-data=here',
-    ))
+    req = parse_request(
+        invite(
+            'Authorization: Digest username="alice", realm="hub", nonce="abc,def", '
+            'uri="sip:bob@example.com", response="0123", algorithm=MD5, qop=auth, nc=00000001, '
+            'cnonce="xyz"',
+            "Proxy-Authorization: NoOneKnowsThisScheme opaque-data=here",
+        )
+    )
     (auth,) = req.auth("Authorization")
     assert auth.scheme == "Digest"
     assert auth.params["username"] == "alice"
@@ -635,8 +702,10 @@ def test_typed_auth_headers() -> None:
     assert 'nonce="abc,def"' in text and "qop=auth" in text and "algorithm=MD5" in text
     (proxy,) = req.auth("Proxy-Authorization")
     assert proxy == AuthHeader("NoOneKnowsThisScheme", {"opaque-data": "here"})
-    challenge = AuthHeader("Digest", {"realm": "hub", "nonce": "n", "qop": "auth",
-                                      "algorithm": "MD5", "stale": "FALSE"})
+    challenge = AuthHeader(
+        "Digest",
+        {"realm": "hub", "nonce": "n", "qop": "auth", "algorithm": "MD5", "stale": "FALSE"},
+    )
     assert str(challenge) == 'Digest realm="hub", nonce="n", qop="auth", algorithm=MD5, stale=FALSE'
     assert parse_auth(str(challenge)) == challenge
     with pytest.raises(ParseError, match="bad auth parameter"):
@@ -656,12 +725,14 @@ def test_header_tag_fast_path() -> None:
 
 
 def test_make_response_copies_the_transaction_headers() -> None:
-    req = parse_request(invite(
-        "Via: SIP/2.0/UDP p1.example.com;branch=z9hG4bK2, SIP/2.0/UDP p2.example.com"
-        ";branch=z9hG4bK3",
-        "Record-Route: <sip:p1.example.com;lr>",
-        "Subject: not copied",
-    ))
+    req = parse_request(
+        invite(
+            "Via: SIP/2.0/UDP p1.example.com;branch=z9hG4bK2, SIP/2.0/UDP p2.example.com"
+            ";branch=z9hG4bK3",
+            "Record-Route: <sip:p1.example.com;lr>",
+            "Subject: not copied",
+        )
+    )
     resp = make_response(req, 486, to_tag="tt")
     assert (resp.status, resp.reason) == (486, "Busy Here")
     assert resp.headers.fields("Via") == req.headers.fields("Via")
@@ -676,8 +747,11 @@ def test_make_response_copies_the_transaction_headers() -> None:
 
 
 def test_make_response_keeps_an_existing_to_tag() -> None:
-    req = parse_request(invite().replace(b"To: Bob <sip:bob@example.com>",
-                                         b"To: Bob <sip:bob@example.com> ; tag=existing"))
+    req = parse_request(
+        invite().replace(
+            b"To: Bob <sip:bob@example.com>", b"To: Bob <sip:bob@example.com> ; tag=existing"
+        )
+    )
     assert make_response(req, 200, to_tag="new").to.tag == "existing"
 
 
@@ -794,14 +868,50 @@ def test_framer_delivers_good_messages_before_a_framing_error() -> None:
 SEEDS = [
     invite("Content-Type: application/sdp", body=SDP),
     invite("Route: <sip:p1.example.com;lr>", 'Contact: "x, y" <sip:[2001:db8::1]:5070>;q=0.5'),
-    crlf("SIP/2.0 200 OK\nv: SIP/2.0/UDP [::1];branch=z9hG4bKx;rport=5;received=::1\n"
-         "f: <sip:a@h>;tag=1\nt: \"q\\\"\" <sip:b@h>;tag=2\ni: c\nCSeq: 1 INVITE\nl: 0\n\n"),
-    crlf("REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/TCP h:5060;branch=z9hG4bK1\n"
-         "From: <sip:a@example.com>;tag=1\nTo: sip:a@example.com\nCall-ID: c\n"
-         "CSeq: 2 REGISTER\nContact: *\nExpires: 0\nMax-Forwards: 70\n"
-         "Authorization: Digest username=\"a\", nonce=\"n\"\nContent-Length: 0\n\n"),
+    crlf(
+        "SIP/2.0 200 OK\nv: SIP/2.0/UDP [::1];branch=z9hG4bKx;rport=5;received=::1\n"
+        'f: <sip:a@h>;tag=1\nt: "q\\"" <sip:b@h>;tag=2\ni: c\nCSeq: 1 INVITE\nl: 0\n\n'
+    ),
+    crlf(
+        "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/TCP h:5060;branch=z9hG4bK1\n"
+        "From: <sip:a@example.com>;tag=1\nTo: sip:a@example.com\nCall-ID: c\n"
+        "CSeq: 2 REGISTER\nContact: *\nExpires: 0\nMax-Forwards: 70\n"
+        'Authorization: Digest username="a", nonce="n"\nContent-Length: 0\n\n'
+    ),
 ]
-INTERESTING = b' \t\r\n:;,<>"\\[]@%=?/.0123456789\xc2\xb2\x00\xff'
+INTERESTING = b' \t\r\n:;,<>"\\[]@%=?/.0123456789\x00\xff'
+# Whole tokens that single-byte mutations would rarely assemble: non-ASCII digits
+# (str.isdigit accepts them, int() does not), escapes, folding, IPv6 references.
+TOKENS = [
+    "²",
+    "١٢",
+    "%00",
+    "%",
+    ";tag=",
+    ";branch=",
+    ";rport",
+    ";received=[::1]",
+    "<",
+    ">",
+    '"',
+    '\\"',
+    "[2001:db8::1]",
+    ":99999",
+    ":0",
+    "\r\n ",
+    "\r\n\r\n",
+    "\n\n",
+    ",",
+    "Content-Length: 5\r\n",
+    "l: 99999\r\n",
+    "Via: SIP/2.0/UDP h\r\n",
+    "sips:",
+    "tel:",
+    "4294967296",
+    "-1",
+    " SIP/2.0",
+    "SIP/2.0 ",
+]
 
 
 @st.composite
@@ -809,12 +919,23 @@ def mutated(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(st.sampled_from(SEEDS)))
     for _ in range(draw(st.integers(1, 8))):
         pos = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["replace", "insert", "delete", "dup"]))
+        op = draw(st.sampled_from(["replace", "insert", "token", "field", "delete", "dup"]))
         byte = draw(st.sampled_from(list(INTERESTING)) | st.integers(0, 255))
         if op == "replace" and pos < len(data):
             data[pos] = byte
         elif op == "insert":
             data.insert(pos, byte)
+        elif op == "token":
+            data[pos:pos] = draw(st.sampled_from(TOKENS)).encode()
+        elif op == "field":
+            # Replace one field (a port, a tag, a number...) after a delimiter by a token.
+            marks = [i + 1 for i, c in enumerate(data) if c in b":;=<>,@ /"]
+            if marks:
+                start = draw(st.sampled_from(marks))
+                end = start
+                while end < len(data) and chr(data[end]).isalnum():
+                    end += 1
+                data[start:end] = draw(st.sampled_from(TOKENS)).encode()
         elif op == "delete" and pos < len(data):
             del data[pos : pos + draw(st.integers(1, 20))]
         elif op == "dup":
@@ -838,6 +959,53 @@ def _check_parse(data: bytes) -> None:
         assert again.start_line() == msg.start_line()
 
 
+# Templates with one hole each: a field where numbers, hosts or quoting are parsed.
+HOLES = [
+    invite(via="SIP/2.0/UDP 192.0.2.1:#HOLE#;branch=z9hG4bKx"),
+    invite(via="SIP/2.0/UDP #HOLE#;branch=z9hG4bKx;rport"),
+    invite(via="SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx;received=#HOLE#"),
+    invite().replace(b"INVITE sip:bob@example.com", b"INVITE sip:bob@example.com:#HOLE#"),
+    invite().replace(b"INVITE sip:bob@example.com", b"INVITE sip:bob@#HOLE#"),
+    invite().replace(b"Content-Length: 0", b"Content-Length: #HOLE#"),
+    invite().replace(b"Max-Forwards: 70", b"Max-Forwards: #HOLE#"),
+    invite().replace(b"CSeq: 314159", b"CSeq: #HOLE#"),
+    invite("Expires: #HOLE#"),
+    invite().replace(
+        b"To: Bob <sip:bob@example.com>", b"To: #HOLE# <sip:bob@example.com>;tag=#HOLE#"
+    ),
+    invite().replace(b"Contact: <sip:alice@192.0.2.1>", b"Contact: <sip:alice@[#HOLE#]>;q=#HOLE#"),
+    invite('Authorization: Digest username="#HOLE#", nc=#HOLE#'),
+    crlf(
+        "SIP/2.0 #HOLE# OK\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\nFrom: <sip:a@h>;tag=1\n"
+        "To: <sip:b@h>\nCall-ID: c\nCSeq: 1 INVITE\nContent-Length: 0\n\n"
+    ),
+]
+FIELD_TEXT = st.one_of(
+    # Digit-like strings: str.isdigit() accepts superscripts, int() does not.
+    st.lists(st.sampled_from(list("0123456789²³١٢०߀")), min_size=1, max_size=6).map("".join),
+    st.text(alphabet=st.sampled_from(list('0123456789.:;,<>"\\[]@%=? -+\t')), max_size=12),
+    st.text(max_size=12),
+)
+
+
+@FUZZ
+@given(st.sampled_from(HOLES), FIELD_TEXT)
+def test_fuzz_fields(template: bytes, text: str) -> None:
+    data = template.replace(b"#HOLE#", text.encode("utf-8", "surrogatepass"))
+    _check_parse(data)
+    msg = None
+    try:
+        msg = parse_message(data)
+    except ParseError:
+        pass
+    if msg is not None:
+        for value in msg.headers.fields("Authorization"):
+            try:
+                parse_auth(value)
+            except ParseError:
+                pass
+
+
 @FUZZ
 @given(st.binary(max_size=2000))
 def test_fuzz_parse_arbitrary_bytes(data: bytes) -> None:
@@ -858,9 +1026,16 @@ def test_fuzz_typed_access_raises_only_parse_errors(data: bytes) -> None:
     except ParseError:
         return
     for access in (
-        lambda: msg.vias, lambda: msg.from_, lambda: msg.to, lambda: msg.cseq,
-        lambda: msg.contacts, lambda: msg.routes, lambda: msg.record_routes,
-        lambda: msg.auth("Authorization"), lambda: msg.content_type, lambda: msg.call_id,
+        lambda: msg.vias,
+        lambda: msg.from_,
+        lambda: msg.to,
+        lambda: msg.cseq,
+        lambda: msg.contacts,
+        lambda: msg.routes,
+        lambda: msg.record_routes,
+        lambda: msg.auth("Authorization"),
+        lambda: msg.content_type,
+        lambda: msg.call_id,
     ):
         try:
             access()

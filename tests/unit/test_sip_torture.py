@@ -97,14 +97,6 @@ def test_every_message_has_a_row() -> None:
     assert missing == [], f"message files without an EXPECTED.tsv row: {missing}"
 
 
-@pytest.mark.parametrize("name", sorted(set(FILES) - {r.name for r in ROWS}))
-def test_unlisted_messages_do_not_crash(name: str) -> None:
-    # Whatever EXPECTED.tsv will say of them, neither transport may crash the endpoint.
-    data = wire_bytes(FILES[name])
-    assert len(feed(data, UDP_SOURCE).sent) <= 1
-    assert len(feed(data, TCP_SOURCE).sent) <= 1
-
-
 @pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in ROWS])
 def test_torture_message_over_udp(row: Row) -> None:
     path = FILES.get(row.name)
@@ -127,8 +119,7 @@ def test_torture_message_over_udp(row: Row) -> None:
         assert outcome.sent[0][1] == Address("127.0.0.1", port, "udp")
 
 
-@pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in ROWS
-                                 if r.verdict == "close"])
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in ROWS if r.verdict == "close"])
 def test_torture_framing_error_closes_a_stream(row: Row) -> None:
     path = FILES.get(row.name)
     if path is None:
@@ -141,8 +132,7 @@ def test_torture_framing_error_closes_a_stream(row: Row) -> None:
     assert all(dest == TCP_SOURCE for _, dest in outcome.sent)
 
 
-@pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in ROWS
-                                 if r.verdict == "accept"])
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in ROWS if r.verdict == "accept"])
 def test_accepted_requests_reach_the_tu_or_get_a_precise_answer(row: Row) -> None:
     path = FILES.get(row.name)
     if path is None:
@@ -156,3 +146,115 @@ def test_accepted_requests_reach_the_tu_or_get_a_precise_answer(row: Row) -> Non
     else:
         # Only a method the UAS does not implement is refused before the TU (intmeth).
         assert outcome.statuses == [501]
+
+
+# --- the endpoint's own answers, beyond the corpus -----------------------------------------
+
+
+def options(*extra: str, via: str = "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKe1") -> bytes:
+    lines = [
+        "OPTIONS sip:hub@127.0.0.1 SIP/2.0",
+        f"Via: {via}",
+        "Max-Forwards: 70",
+        "From: <sip:a@example.com>;tag=f1",
+        "To: <sip:hub@example.com>",
+        "Call-ID: edge-1",
+        "CSeq: 1 OPTIONS",
+        *extra,
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_crlf_keepalive_gets_a_pong_on_streams_only() -> None:
+    endpoint = SipEndpoint()
+    endpoint.receive(b"\r\n\r\n", TCP_SOURCE, NOW)
+    assert endpoint.datagrams_to_send() == [(b"\r\n", TCP_SOURCE)]
+    endpoint.receive(b"\r\n\r\n", UDP_SOURCE, NOW)
+    endpoint.receive(b"\r\n", TCP_SOURCE, NOW)
+    assert endpoint.datagrams_to_send() == []
+    assert endpoint.events() == []
+
+
+def test_via_is_stamped_and_replies_follow_rfc3261_18_2_2_and_rfc3581() -> None:
+    plain = feed(options(), UDP_SOURCE)
+    ((data, dest),) = plain.sent
+    response = parse_message(data)
+    assert isinstance(response, Response)
+    assert response.top_via.params["received"] == "127.0.0.1"
+    assert "rport" not in response.top_via.params
+    assert dest == Address("127.0.0.1", 5070, "udp")  # the received address, the Via port
+    symmetric = feed(options(via="SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKe2;rport"), UDP_SOURCE)
+    ((data, dest),) = symmetric.sent
+    response = parse_message(data)
+    assert isinstance(response, Response)
+    assert response.top_via.params["rport"] == "5099"
+    assert dest == UDP_SOURCE
+    default_port = feed(options(via="SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKe3"), UDP_SOURCE)
+    assert default_port.sent[0][1] == Address("127.0.0.1", 5060, "udp")
+
+
+def test_stateless_400_copies_the_transaction_headers() -> None:
+    data = options("Expires: soon")
+    outcome = feed(data, UDP_SOURCE)
+    ((answer, dest),) = outcome.sent
+    assert dest == UDP_SOURCE  # no transaction could be made: back where it came from
+    text = answer.decode()
+    assert text.startswith("SIP/2.0 400 Bad Request (bad Expires 'soon')\r\n")
+    for header in (
+        "Via: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKe1",
+        "Call-ID: edge-1",
+        "CSeq: 1 OPTIONS",
+        "From: <sip:a@example.com>;tag=f1",
+    ):
+        assert f"\r\n{header}\r\n" in text
+    # CRLFs ahead of the request line change nothing (RFC 3261 7.5).
+    assert feed(b"\r\n\r\n" + data, UDP_SOURCE).sent == outcome.sent
+    # A broken ACK is never answered (RFC 3261 17).
+    ack = data.replace(b"OPTIONS sip", b"ACK sip").replace(b"1 OPTIONS", b"1 ACK")
+    assert feed(ack, UDP_SOURCE).sent == []
+
+
+def test_too_large_is_513() -> None:
+    outcome = feed(options("X-Pad: " + "p" * 70000), UDP_SOURCE)
+    assert outcome.statuses == [513]
+
+
+def test_method_not_allowed_and_unknown_extension_carry_their_headers() -> None:
+    endpoint = SipEndpoint(allowed_methods=frozenset({"INVITE", "ACK", "BYE", "CANCEL"}))
+    endpoint.receive(options(), UDP_SOURCE, NOW)
+    ((data, _),) = endpoint.datagrams_to_send()
+    response = parse_message(data)
+    assert isinstance(response, Response)
+    assert response.status == 405
+    assert response.headers.get("Allow") == "ACK, BYE, CANCEL, INVITE"
+    assert response.to.tag  # RFC 3261 8.2.6.2: a UAS's final response has a To tag
+    outcome = feed(options("Require: 100rel, foo"), UDP_SOURCE)
+    response = parse_message(outcome.sent[0][0])
+    assert isinstance(response, Response)
+    assert response.status == 420
+    assert response.headers.get("Unsupported") == "100rel, foo"
+    assert response.to.tag
+
+
+def test_response_with_several_vias_is_dropped_and_stray_ones_reported() -> None:
+    endpoint = SipEndpoint()
+    ok = (
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKnone\r\n"
+        b"From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\n"
+        b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    endpoint.receive(ok, UDP_SOURCE, NOW)
+    (stray,) = endpoint.events()
+    assert type(stray).__name__ == "StrayResponse"
+    two = ok.replace(b"Via:", b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\nVia:", 1)
+    endpoint.receive(two, UDP_SOURCE, NOW)
+    assert endpoint.events() == [] and endpoint.datagrams_to_send() == []
+    assert endpoint.stats["dropped"] == 1
+
+
+def test_request_filter_drops_silently() -> None:
+    endpoint = SipEndpoint(request_filter=lambda request, source: True)
+    endpoint.receive(options(), UDP_SOURCE, NOW)
+    assert endpoint.datagrams_to_send() == [] and endpoint.events() == []
+    assert endpoint.stats["dropped"] == 1

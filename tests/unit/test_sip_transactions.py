@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signaling.dialog import Dialog, dialog_id_of_request
 from signaling.message import Request, Response, make_response, parse_message
@@ -308,8 +310,9 @@ def test_non_invite_client_over_reliable_transport() -> None:
 # --- INVITE server (RFC 3261 17.2.1, RFC 6026 7.1) ----------------------------------------------
 
 
-def new_server(layer: TransactionLayer, req: Request, source: Address = UAC,
-               now: float = 0.0) -> ServerTransaction:
+def new_server(
+    layer: TransactionLayer, req: Request, source: Address = UAC, now: float = 0.0
+) -> ServerTransaction:
     layer.receive_request(req, source, now)
     (event,) = layer.events()
     assert isinstance(event, RequestReceived)
@@ -381,8 +384,9 @@ def test_invite_server_reliable_non_2xx_no_timer_g_and_timer_i_zero() -> None:
     layer.respond(tx, make_response(inv, 486, to_tag="tt"), 1.0)
     layer.datagrams_to_send()
     assert run(layer, 10.0) == []
-    layer.receive_request(request("ACK", to_tag="tt", cseq_method="ACK", transport="TCP"),
-                          UAC_TCP, 10.0)
+    layer.receive_request(
+        request("ACK", to_tag="tt", cseq_method="ACK", transport="TCP"), UAC_TCP, 10.0
+    )
     run(layer, 10.0)
     assert layer.counts == (0, 0)
 
@@ -440,8 +444,11 @@ def test_invite_server_2xx_retransmitted_over_reliable_transport_too() -> None:
     layer.respond(tx, make_response(inv, 200, to_tag="tt"), 1.0)
     layer.datagrams_to_send()
     assert times(run(layer, 5.0)) == [1.5, 2.5, 4.5]
-    layer.receive_request(request("ACK", branch="z9hG4bKack", to_tag="tt", cseq_method="ACK",
-                                  transport="TCP"), UAC_TCP, 5.0)
+    layer.receive_request(
+        request("ACK", branch="z9hG4bKack", to_tag="tt", cseq_method="ACK", transport="TCP"),
+        UAC_TCP,
+        5.0,
+    )
     assert [type(e) for e in layer.events()] == [AckReceived]
     assert run(layer, 32.0) == []
 
@@ -529,7 +536,9 @@ def test_cancel_matches_its_invite() -> None:
     layer.respond(cancel_tx, make_response(cancel, 200, to_tag="tt"), 1.0)
     layer.respond(inv_tx, make_response(inv_tx.request, 487, to_tag="tt"), 1.0)
     assert [first_line(d) for d, _ in layer.datagrams_to_send()] == [
-        "SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]
+        "SIP/2.0 200 OK",
+        "SIP/2.0 487 Request Terminated",
+    ]
 
 
 def test_cancel_matches_an_rfc2543_invite() -> None:
@@ -537,8 +546,10 @@ def test_cancel_matches_an_rfc2543_invite() -> None:
     inv_tx = new_server(layer, request(branch="oldstyle"))
     assert layer.find_invite_for_cancel(request("CANCEL", branch="oldstyle")) is inv_tx
     assert layer.find_invite_for_cancel(request("CANCEL", branch="oldstyle", cseq=2)) is None
-    assert layer.find_invite_for_cancel(
-        request("CANCEL", branch="oldstyle", from_tag="someone-else")) is None
+    assert (
+        layer.find_invite_for_cancel(request("CANCEL", branch="oldstyle", from_tag="someone-else"))
+        is None
+    )
 
 
 def test_rfc2543_retransmission_and_ack_match_without_magic_cookie() -> None:
@@ -571,8 +582,9 @@ def test_merged_request_gets_482() -> None:
     new_server(layer, request("INFO", branch="z9hG4bKpath5", to_tag="tt"))
     # Once the first transaction is over, the same identifiers are free again.
     layer.respond(first, make_response(first.request, 486, to_tag="tt"), 1.0)
-    layer.receive_request(request("ACK", branch="z9hG4bKpath1", to_tag="tt",
-                                  cseq_method="ACK"), UAC, 1.1)
+    layer.receive_request(
+        request("ACK", branch="z9hG4bKpath1", to_tag="tt", cseq_method="ACK"), UAC, 1.1
+    )
     run(layer, 10.0)
     new_server(layer, request(branch="z9hG4bKpath6"), now=10.0)
 
@@ -625,8 +637,13 @@ class Network:
                 for data, dest in node.endpoint.datagrams_to_send():
                     moved = True
                     lost = self.drop(data)
-                    self.wire.append((self.now, str(node.address.port), first_line(data)
-                                      + (" (lost)" if lost else "")))
+                    self.wire.append(
+                        (
+                            self.now,
+                            str(node.address.port),
+                            first_line(data) + (" (lost)" if lost else ""),
+                        )
+                    )
                     if lost:
                         continue
                     peer = self.nodes[(dest.host, dest.port)]
@@ -636,8 +653,11 @@ class Network:
     def advance(self, until: float) -> None:
         self.pump()
         while True:
-            due = [(t, n) for n in self.nodes.values()
-                   if (t := n.endpoint.next_timer()) is not None and t <= until]
+            due = [
+                (t, n)
+                for n in self.nodes.values()
+                if (t := n.endpoint.next_timer()) is not None and t <= until
+            ]
             if not due:
                 break
             self.now = min(t for t, _ in due)
@@ -661,8 +681,9 @@ def callee(node: Node, event: StackEvent, now: float) -> None:
     if req.method == "INVITE":
         node.endpoint.reply(tx, 180, now, to_tag="callee")
         node.dialog = Dialog.from_uas(req, "callee")
-        node.endpoint.reply(tx, 200, now, to_tag="callee",
-                            headers=(("Contact", "<sip:bob@192.0.2.20:5060>"),))
+        node.endpoint.reply(
+            tx, 200, now, to_tag="callee", headers=(("Contact", "<sip:bob@192.0.2.20:5060>"),)
+        )
     elif req.method == "BYE":
         dialog = node.dialog
         assert dialog is not None
@@ -683,14 +704,14 @@ def caller(node: Node, event: StackEvent, now: float) -> None:
         node.dialog = Dialog.from_uac(invite, resp)
     tag = resp.to.tag or ""
     if tag not in node.acks:
-        node.acks[tag] = node.dialog.create_request("ACK", via=via(node),
-                                                    cseq=invite.cseq.number)
+        node.acks[tag] = node.dialog.create_request("ACK", via=via(node), cseq=invite.cseq.number)
     node.endpoint.layer.send_ack_2xx(node.acks[tag], event.transaction.dest)
 
 
 def place_call(net: Network, alice: Node, bob: Node) -> ClientTransaction:
-    invite = request(branch=new_branch(), sent_by=f"{alice.address.host}:5060",
-                     uri="sip:bob@192.0.2.20")
+    invite = request(
+        branch=new_branch(), sent_by=f"{alice.address.host}:5060", uri="sip:bob@192.0.2.20"
+    )
     invite.headers.set("Via", via(alice))
     tx = alice.endpoint.send_request(invite, bob.address, net.now)
     net.pump()
@@ -730,7 +751,9 @@ def test_two_endpoints_invite_200_ack_bye() -> None:
     assert bob.endpoint.layer.counts == (0, 0)
     bye_tx = hang_up(net, alice, bob)
     assert [line for _, _, line in net.wire[4:]] == [
-        "BYE sip:bob@192.0.2.20:5060 SIP/2.0", "SIP/2.0 200 OK"]
+        "BYE sip:bob@192.0.2.20:5060 SIP/2.0",
+        "SIP/2.0 200 OK",
+    ]
     assert bye_tx.state is State.COMPLETED
     assert [type(e) for e in alice.seen] == [ResponseReceived] * 3
     net.advance(80.0)
@@ -840,3 +863,76 @@ def test_dialog_with_an_rfc2543_peer_without_tag() -> None:
     again = parse_message(bye.encode())
     assert isinstance(again, Request)
     assert again.to.tag is None
+
+
+# --- random interleavings: nothing raises, nothing leaks -------------------------------------
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["send", "response", "request", "respond", "ack", "advance"]),
+        st.integers(0, 5),  # which transaction / branch
+        st.sampled_from([100, 180, 200, 202, 302, 486, 503]),
+        st.sampled_from(["INVITE", "OPTIONS", "BYE"]),
+        st.floats(0, 40),
+        st.booleans(),  # reliable transport
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_random_interleavings_leave_no_transaction_behind(
+    ops: list[tuple[str, int, int, str, float, bool]],
+) -> None:
+    layer = TransactionLayer(TIMERS)
+    now = 0.0
+    clients: list[ClientTransaction] = []
+    servers: list[ServerTransaction] = []
+    for op, n, status, method, dt, reliable in ops:
+        transport = "TCP" if reliable else "UDP"
+        dest = UAS_TCP if reliable else UAS
+        source = UAC_TCP if reliable else UAC
+        branch = f"z9hG4bK{method}{n}{transport}"
+        if op == "send":
+            clients.append(
+                layer.send_request(request(method, branch=branch, transport=transport), dest, now)
+            )
+        elif op == "response" and clients:
+            tx = clients[n % len(clients)]
+            layer.receive_response(response(tx.request, status), tx.dest, now)
+        elif op == "request":
+            layer.receive_request(request(method, branch=branch, transport=transport), source, now)
+        elif op == "respond" and servers:
+            tx = servers[n % len(servers)]
+            layer.respond(tx, make_response(tx.request, status, to_tag="tt"), now)
+        elif op == "ack" and servers:
+            tx = servers[n % len(servers)]
+            ack_branch = tx.request.top_via.branch if status >= 300 else f"z9hG4bKack{n}"
+            layer.receive_request(
+                request(
+                    "ACK",
+                    branch=ack_branch or "",
+                    to_tag="tt",
+                    cseq_method="ACK",
+                    transport=transport,
+                ),
+                tx.source,
+                now,
+            )
+        elif op == "advance":
+            now += dt
+            run(layer, now)
+        servers += [e.transaction for e in layer.events() if isinstance(e, RequestReceived)]
+        layer.datagrams_to_send()
+    # The TUs finish their work: every server transaction gets a final response, every
+    # client transaction still waiting gets one; then time passes.
+    for stx in servers:
+        layer.respond(stx, make_response(stx.request, 486, to_tag="tt"), now)
+    for ctx in clients:
+        if ctx.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+            layer.receive_response(response(ctx.request, 500), ctx.dest, now)
+    run(layer, now + 1000.0)
+    assert layer.counts == (0, 0)
+    assert layer.next_timer() is None
+    assert layer._accepted == {} and layer._recent == {}
