@@ -1,7 +1,8 @@
 # Dispatch hub: one entry point for a fresh Debian 12 machine.
 #   make setup   system packages (only those missing) + .venv + editable install
 #   make run     serve on $(BIND), SIP $(SIP_PORT), HTTP $(HTTP_PORT), data in $(DATA_DIR)
-#   make test    pytest (exit status passed through); make lint; make bench; make clean
+#   make test    pytest -q (PYTEST_ARGS=...); fails when pytest fails (make exits 2)
+#   make lint; make bench; make clean; make distclean (also removes .venv)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c

@@ -50,6 +50,8 @@ from .security import AuthThrottle, is_scanner
 
 log = logging.getLogger(__name__)
 
+REINVITE_TIMEOUT = 180.0
+"""Seconds an in-dialog request may stay unanswered after a 1xx (like Timer C)."""
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE"
 
 
@@ -80,6 +82,7 @@ class PendingReinvite:
     from_side: str
     server_tx: ServerTransaction
     client_tx: ClientTransaction | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False)
@@ -312,8 +315,9 @@ class SipGateway:
         self.calls[call_id] = call
         self._dialogs[(a_dialog.call_id, a_dialog.local_tag, a_dialog.remote_tag)] = (call, "a")
         self.stats["calls"] += 1
-        call.log.info("%s -> %s (%d target%s)", caller, route.targets[0].peer,
-                      len(route.targets), "" if len(route.targets) == 1 else "s")
+        call.log.info("%s -> %s (%d target%s, Call-ID %s)", caller, route.targets[0].peer,
+                      len(route.targets), "" if len(route.targets) == 1 else "s",
+                      request.call_id)
         forward_mf = str((max_forwards if max_forwards is not None else 70) - 1)
         for target in route.targets:
             self._fork(call, target, request, caller, caller_display, forward_mf)
@@ -394,12 +398,13 @@ class SipGateway:
 
     def _branch_response(self, call: Call, branch: Branch, response: Response) -> None:
         code = response.status
-        if code == 100:
-            return
         if code < 200:
+            # Any provisional, 100 included, lets a CANCEL go out (RFC 3261 9.1).
             branch.provisional = True
             if branch.cancel_wanted and not branch.cancelled:
                 self._send_cancel(branch)
+                return
+            if code == 100:
                 return
             if call.state not in ("routing", "ringing"):
                 return
@@ -565,6 +570,7 @@ class SipGateway:
         key = dialog_id_of_request(request)
         found = self._dialogs.get(key) if key is not None else None
         if found is None:
+            log.debug("%s for unknown dialog %s from %s: 481", request.method, key, tx.source)
             self._reply(tx, 481)
             return
         call, side = found
@@ -586,8 +592,9 @@ class SipGateway:
             if call.state != "answered" and method == "INVITE":
                 self._reply(tx, 491)
                 return
-            if call.pending is not None:
-                # RFC 3261 14.2: a re-INVITE while ours is pending: glare.
+            if call.pending is not None and method != "INFO":
+                # RFC 3261 14.2: a re-INVITE while ours is pending: glare. INFO changes
+                # no session state, so it passes (DTMF during a hold negotiation).
                 self._reply(tx, 491, headers=(("Retry-After", "1"),))
                 return
             self._forward_in_dialog(call, side, tx, request)
@@ -628,8 +635,13 @@ class SipGateway:
                 request.headers.get("Content-Type") or "application/octet-stream")
             fwd.headers.add("Content-Type", ctype)
         pending = PendingReinvite(from_side=side, server_tx=tx)
-        call.pending = pending
+        if request.method != "INFO":
+            call.pending = pending
         pending.client_tx = self.transport.send_request(fwd, dest, context=pending)
+        # Timer B stops at the first 1xx: an in-dialog request answered 1xx and then
+        # never finally must not hold the call (and block re-INVITEs) for ever.
+        pending.timer = asyncio.get_running_loop().call_later(
+            REINVITE_TIMEOUT, self._pending_timeout, call, pending)
         tx.context = call
 
     def _forwarded_response(self, pending: PendingReinvite, tx: ClientTransaction,
@@ -640,6 +652,9 @@ class SipGateway:
         call = pending.server_tx.context
         if not isinstance(call, Call):
             return
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
         if call.pending is pending:
             call.pending = None
         answering = "b" if pending.from_side == "a" else "a"
@@ -674,6 +689,15 @@ class SipGateway:
                 call.b.target.dest if call.b else call.a_dest)
             resp.headers.add("Contact", f"<{self.transport.contact_uri(dest_a, 'hub')}>")
         self.transport.respond(pending.server_tx, resp)
+
+    def _pending_timeout(self, call: Call, pending: PendingReinvite) -> None:
+        pending.timer = None
+        if call.pending is pending:
+            call.pending = None
+        if pending.server_tx.last_response is None or pending.server_tx.last_response.status < 200:
+            call.log.info("forwarded %s got no final answer: 408",
+                          pending.server_tx.request.method)
+            self._reply(pending.server_tx, 408)
 
     def _update_hold(self, call: Call, side: str, direction: str) -> None:
         leg = call.a_leg if side == "a" else (call.b.leg if call.b else None)
@@ -723,6 +747,7 @@ class SipGateway:
         call.state = "ended"
         if call.ring_timer is not None:
             call.ring_timer.cancel()
+        self.transport.endpoint.layer.stop_2xx_retransmission(call.a_tx)
         call.relay.close()
         call.bridge.close(reason)
         for key in [k for k, v in self._dialogs.items() if v[0] is call]:

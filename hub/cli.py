@@ -87,6 +87,16 @@ def _port_range(text: str) -> tuple[int, int]:
     return int(low_text), int(high_text)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``hub`` command line; handlers are in the ``handler`` default."""
     # --data-dir is accepted at every level; SUPPRESS keeps a subcommand's absent
@@ -244,6 +254,41 @@ def build_parser() -> argparse.ArgumentParser:
     trunk_remove = trunk_commands.add_parser("remove", parents=[common], help="remove a trunk")
     trunk_remove.add_argument("name", metavar="NAME")
     trunk_remove.set_defaults(handler=_trunk_remove)
+
+    # -- recording
+    recording = commands.add_parser(
+        "recording",
+        parents=[common],
+        help="list and export recordings",
+        description="Recordings of bridges (the mix) and legs, from the data directory's "
+        "recordings index. A recording cut by a crash shows as interrupted once the hub "
+        "has restarted.",
+    )
+    recording_commands = recording.add_subparsers(
+        dest="recording_command", required=True, metavar="ACTION"
+    )
+    recording_list = recording_commands.add_parser(
+        "list", parents=[common], help="list recordings, newest first"
+    )
+    recording_list.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="show at most N recordings (default: %(default)s)",
+    )
+    recording_list.add_argument("--bridge", metavar="ID", help="only recordings of this bridge")
+    recording_list.set_defaults(handler=_recording_list)
+    recording_export = recording_commands.add_parser(
+        "export",
+        parents=[common],
+        help="export a recording as one audio file",
+        description="Join a recording's segments into one playable file; the format "
+        "follows FILE's extension: .ogg or .opus (Opus), .flac, .wav.",
+    )
+    recording_export.add_argument("id", metavar="ID", help="recording id, as listed")
+    recording_export.add_argument("file", type=Path, metavar="FILE", help="file to write")
+    recording_export.set_defaults(handler=_recording_export)
 
     return parser
 
@@ -422,6 +467,101 @@ def _trunk_remove(args: argparse.Namespace) -> int:
         store.remove_trunk(args.name)
     print(f"removed trunk {args.name}")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- recordings
+# recordings/ pulls in PyAV: imported by these handlers only, so user and trunk
+# commands stay fast.
+
+
+def _recording_list(args: argparse.Namespace) -> int:
+    from recordings.errors import RecordingError
+    from recordings.index import RecordingIndex
+
+    try:
+        with RecordingIndex.open(_data_dir(args)) as index:
+            recordings = index.list(limit=args.limit, bridge_id=args.bridge)
+    except RecordingError as exc:
+        _error(f"hub recording list: error: {exc}")
+        return EXIT_FAILURE
+    if not recordings:
+        print("no recordings")
+        return EXIT_OK
+    rows = []
+    for info in recordings:
+        where = f"{info.bridge_id}/{info.call_id or '-'}"
+        if info.leg_id is not None:
+            where += f" leg {info.leg_id}"
+        closed = sum(1 for segment in info.segments if segment.closed)
+        segments = str(closed) if closed == len(info.segments) else f"{closed}/{len(info.segments)}"
+        rows.append(
+            [
+                info.id,
+                where,
+                _when_seconds(info.started_at),
+                "-" if info.ended_at is None else _when_seconds(info.ended_at),
+                _duration(info.duration),
+                info.status,
+                segments,
+                _participants([p.peer or p.leg_id for p in info.participants]),
+            ]
+        )
+    headers = ["ID", "BRIDGE/CALL", "STARTED", "ENDED", "DURATION", "STATUS", "SEGMENTS"]
+    print(_table([*headers, "PARTICIPANTS"], rows))
+    more = " (newest first; --limit N shows more)" if len(rows) == args.limit else ""
+    print(f"{len(rows)} recording(s){more}")
+    return EXIT_OK
+
+
+def _recording_export(args: argparse.Namespace) -> int:
+    from recordings.errors import RecordingError, RecordingNotFound, UnsupportedFormat
+    from recordings.export import export, export_format
+    from recordings.index import RecordingIndex
+
+    try:
+        export_format(args.file)
+        with RecordingIndex.open(_data_dir(args)) as index:
+            result = export(index, args.id, args.file)
+    except UnsupportedFormat as exc:
+        _error(f"hub recording export: error: {exc}")
+        return EXIT_USAGE
+    except RecordingNotFound:
+        _error(f"hub recording export: error: no recording {args.id!r}")
+        return EXIT_FAILURE
+    except RecordingError as exc:
+        _error(f"hub recording export: error: {exc}")
+        return EXIT_FAILURE
+    skipped = f", {len(result.skipped)} unreadable segment(s) skipped" if result.skipped else ""
+    print(
+        f"exported {result.recording_id} to {result.path}: {_duration(result.duration)}, "
+        f"{result.segments} segment(s), {result.sample_rate} Hz{skipped}"
+    )
+    return EXIT_OK
+
+
+def _when_seconds(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds + 0.5)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _participants(names: Sequence[str], width: int = 40) -> str:
+    unique = list(dict.fromkeys(names))
+    if not unique:
+        return "-"
+    text = ", ".join(unique)
+    if len(text) <= width:
+        return text
+    shown: list[str] = []
+    for name in unique:
+        if len(", ".join([*shown, name])) > width - 6:
+            break
+        shown.append(name)
+    return ", ".join(shown) + f" +{len(unique) - len(shown)}"
 
 
 # --------------------------------------------------------------------------- output

@@ -20,3 +20,23 @@ class PortsExhausted(MediaError):
 
 class SessionClosed(MediaError):
     """An operation was attempted on a relay session that is already closed."""
+
+
+class RtcpError(RtpError):
+    """A datagram is not a well-formed RTCP compound packet, or a report cannot be built.
+
+    Derives from RtpError (hence MediaError and ValueError) because RtpError already
+    means "not a well-formed RTP or RTCP packet"; the subclass lets RTCP code be precise.
+    """
+
+
+class CodecError(MediaError, ValueError):
+    """An unknown codec, a frame of the wrong shape, or a payload the codec rejects."""
+
+
+class DtmfError(MediaError, ValueError):
+    """A telephone-event payload (RFC 4733) or digit that cannot be parsed or encoded."""
+
+
+class AudioFileError(MediaError):
+    """An audio file that cannot be opened or decoded (missing, corrupt, no audio stream)."""

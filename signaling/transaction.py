@@ -436,6 +436,14 @@ class TransactionLayer:
             tx.state = State.COMPLETED
             self._arm(tx, "J", now + (0 if reliable else 64 * t1))
 
+    def stop_2xx_retransmission(self, tx: ServerTransaction) -> None:
+        """The dialog ended (BYE) before its ACK came: stop resending the 2xx."""
+        tx.timers.pop("G", None)
+        akey = (tx.request.call_id, tx.request.cseq.number,
+                header_tag(tx.request.headers.get("From")) or "")
+        if self._accepted.get(akey) is tx:
+            del self._accepted[akey]
+
     def find_invite_for_cancel(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
         via = cancel.top_via
