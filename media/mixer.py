@@ -51,6 +51,9 @@ class Mixer:
         self._dirty = True
         self._specials: list[tuple[int, list[int], list[int]]] = []
         self._deaf = np.zeros(capacity, dtype=bool)
+        self.last_total: npt.NDArray[np.float32] = np.zeros(frame_samples, dtype=np.float32)
+        """What a listener hearing every default speaker heard in the last mix
+        (the bridge's recording)."""
 
     # -- membership ---------------------------------------------------------------
     @property
@@ -204,6 +207,7 @@ class Mixer:
         x = frames[:n].astype(np.float32, copy=False)
         gain = self._gain[:n]
         total = gain @ x
+        self.last_total = total
         out = total[None, :] - gain[:, None] * x
         for index, plus, minus in self._specials:
             if plus:

@@ -1,0 +1,690 @@
+"""The conference engine: every bridge mixed once per 20 ms tick, every leg its own RTP.
+
+A :class:`MediaEngine` owns the tick: one timer for the whole process, paced from an
+absolute start time so it never drifts, skipping ahead (and counting) when the loop
+was late. Each tick, every :class:`MediaBridge`
+
+1. pulls one frame per leg out of its jitter buffer (decoded, concealed when a packet
+   is missing, resampled to the bridge's rate) into one ``(slots, samples)`` array,
+2. mixes it with its :class:`~media.mixer.Mixer` (mix-minus plus the relation matrix),
+3. adds what its players play (beeps, prompts, music on hold),
+4. pushes each leg its row (resampled, encoded, one RTP packet) and feeds the recorder.
+
+Receiving is separate: each leg's RTP socket is drained in batches by a
+:class:`~media.udp.BatchedUdpEndpoint`; a packet costs a header unpack and a jitter
+buffer insert, nothing more, so the per-packet Python work stays small.
+
+The engine knows nothing of SIP or dispatch; it reports talkers, DTMF digits and dead
+legs through ``on_event``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from .codecs import CodecSpec, Decoder, Encoder, new_decoder, new_encoder
+from .dtmf import DtmfReceiver, DtmfSender
+from .jitter import FrameKind, JitterBuffer
+from .mixer import Mixer
+from .ports import PortAllocator, PortPair
+from .resample import Resampler
+from .rtcp import ReceiverStats, build_compound, build_rr, build_sdes, build_sr, ntp_from_unix
+from .talker import TalkerDetector
+from .tones import Player
+from .udp import BatchedUdpEndpoint
+
+log = logging.getLogger(__name__)
+
+Pcm = npt.NDArray[np.int16]
+Address = tuple[str, int]
+
+TICK = 0.020
+RTCP_INTERVAL = 5.0
+_HEADER = struct.Struct("!BBHII")
+_SEQ_TS_SSRC = struct.Struct("!HII")
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TalkerChanged:
+    bridge_id: str
+    """The bridge."""
+    leg_id: str
+    """Who started or stopped talking."""
+    talking: bool
+    """True when the talk spurt starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    bridge_id: str
+    """The bridge."""
+    leg_id: str
+    """Who pressed the key."""
+    digit: str
+    """0-9, *, #, A-D."""
+    duration_ms: int
+    """How long the key was held."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegTimedOut:
+    bridge_id: str
+    """The bridge."""
+    leg_id: str
+    """The leg that sent no RTP for ``seconds``."""
+    seconds: float
+    """How long it has been silent on the wire."""
+
+
+MediaEvent = TalkerChanged | DtmfReceived | LegTimedOut
+
+
+class Recorder(Protocol):
+    """What a bridge feeds its recording (recordings.recorder.BridgeRecorder fits)."""
+
+    def on_mix(self, pcm: Pcm, now: float) -> None: ...
+
+    def on_leg(self, leg_id: str, pcm: Pcm, now: float) -> None: ...
+
+    def leg_joined(self, leg_id: str, peer: str, now: float) -> None: ...
+
+    def leg_left(self, leg_id: str, now: float) -> None: ...
+
+    def close(self, now: float) -> Any: ...
+
+
+# --- legs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LegStats:
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    invalid: int = 0
+    """Not RTP, or a payload type nobody negotiated."""
+    foreign: int = 0
+    """RTP from an address other than the one latched on."""
+    ssrc_changes: int = 0
+    dtmf_digits: int = 0
+    rtcp_in: int = 0
+    rtcp_out: int = 0
+    last_rx: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class MediaLeg:
+    """One party's audio in a bridge: RTP in and out on its own port pair."""
+
+    def __init__(self, bridge: MediaBridge, leg_id: str, pair: PortPair, codec: CodecSpec,
+                 payload_type: int, dtmf_payload_type: int | None, *, peer: str = "",
+                 ptime_ms: int = 20) -> None:
+        self.bridge = bridge
+        self.id = leg_id
+        self.peer = peer
+        self.pair = pair
+        self.codec = codec
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self.direction = "sendrecv"
+        """The leg's own SDP direction: sendonly = it holds us (we stop sending)."""
+        self.stats = LegStats()
+        self.remote: Address | None = None
+        self.remote_rtcp: Address | None = None
+        self.latched: Address | None = None
+        self.latched_rtcp: Address | None = None
+        self.joined = False
+        frame_ts = codec.timestamp_step(ptime_ms)
+        self.jitter = JitterBuffer(codec.clock_rate, frame_ts)
+        self.decoder: Decoder = new_decoder(codec)
+        self.encoder: Encoder = new_encoder(codec, ptime_ms=ptime_ms)
+        self.frame_ts = frame_ts
+        rate = bridge.rate
+        self._down = Resampler(codec.sample_rate, rate) if codec.sample_rate != rate else None
+        self._up = Resampler(rate, codec.sample_rate) if codec.sample_rate != rate else None
+        self.ssrc = secrets.randbits(32)
+        self.seq = secrets.randbits(16)
+        self.ts = secrets.randbits(32)
+        self._marker = True
+        self._rx_ssrc: int | None = None
+        self.rx = ReceiverStats(0, codec.clock_rate)
+        self.dtmf_in = DtmfReceiver(codec.clock_rate if dtmf_payload_type is not None else 8000)
+        self._dtmf_out: deque[tuple[float, bytes, int, bool]] = deque()
+        self._dtmf_started: float | None = None
+        self._next_rtcp = time.monotonic() + RTCP_INTERVAL
+        self._timed_out = False
+        self.created = time.monotonic()
+        loop = bridge.engine.loop
+        self._rtp = BatchedUdpEndpoint(pair.rtp_sock, self._on_rtp, loop=loop,
+                                       name=f"{leg_id}/rtp")
+        self._rtcp = BatchedUdpEndpoint(pair.rtcp_sock, self._on_rtcp, loop=loop,
+                                        name=f"{leg_id}/rtcp")
+
+    # -- addressing ----------------------------------------------------------------------
+    @property
+    def local_address(self) -> Address:
+        return (self.bridge.engine.advertised_host, self.pair.rtp_port)
+
+    def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
+        """Where the leg's SDP says it receives. A changed address clears the latch."""
+        if host in ("0.0.0.0", "::") or port == 0:
+            self.remote = None
+            return
+        new = (host, port)
+        if new != self.remote:
+            self.latched = None
+            self.latched_rtcp = None
+        self.remote = new
+        self.remote_rtcp = (host, rtcp_port if rtcp_port else port + 1)
+
+    def set_direction(self, direction: str) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {direction!r}")
+        self.direction = direction
+
+    # -- receiving -----------------------------------------------------------------------------
+    def _on_rtp(self, batch: list[tuple[bytes, Any]]) -> None:
+        now = self.bridge.engine.clock()
+        stats = self.stats
+        for data, addr in batch:
+            size = len(data)
+            if size < 12 or data[0] & 0xC0 != 0x80:
+                stats.invalid += 1
+                continue
+            source = (addr[0], addr[1])
+            if self.latched is None:
+                # Symmetric RTP: media goes back where it comes from (NAT).
+                self.latched = source
+            elif source != self.latched:
+                stats.foreign += 1
+                continue
+            first = data[0]
+            offset = 12 + 4 * (first & 0x0F)
+            if first & 0x10:
+                if size < offset + 4:
+                    stats.invalid += 1
+                    continue
+                offset += 4 + 4 * ((data[offset + 2] << 8) | data[offset + 3])
+            end = size
+            if first & 0x20:
+                end -= data[-1]
+            if offset > end:
+                stats.invalid += 1
+                continue
+            second = data[1]
+            pt = second & 0x7F
+            seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            stats.packets_in += 1
+            stats.bytes_in += size
+            stats.last_rx = now
+            self._timed_out = False
+            if pt == self.payload_type:
+                if ssrc != self._rx_ssrc:
+                    if self._rx_ssrc is not None:
+                        stats.ssrc_changes += 1
+                    self._rx_ssrc = ssrc
+                    self.rx = ReceiverStats(ssrc, self.codec.clock_rate)
+                self.rx.update(seq, ts, now)
+                self.jitter.put(seq, ts, data[offset:end], now, ssrc=ssrc,
+                                marker=bool(second & 0x80))
+            elif pt == self.dtmf_payload_type:
+                for digit in self.dtmf_in.feed(data[offset:end], ts, now):
+                    stats.dtmf_digits += 1
+                    self.bridge._dtmf(self, digit.digit, digit.duration_ms)
+            elif pt in (13, 19):
+                pass  # comfort noise: silence is what we play anyway
+            else:
+                stats.invalid += 1
+
+    def _on_rtcp(self, batch: list[tuple[bytes, Any]]) -> None:
+        for data, addr in batch:
+            if len(data) < 8 or data[0] & 0xC0 != 0x80:
+                continue
+            if self.latched_rtcp is None:
+                self.latched_rtcp = (addr[0], addr[1])
+            self.stats.rtcp_in += 1
+
+    def pull(self, now: float) -> Pcm | None:
+        """This tick's audio from the leg at the bridge's rate, or None when it is silent."""
+        frame = self.jitter.get(now)
+        if frame.kind is FrameKind.AUDIO:
+            try:
+                pcm = self.decoder.decode(frame.payload)
+            except ValueError:
+                self.stats.invalid += 1
+                pcm = self.decoder.conceal(self.codec.samples_per_frame())
+        elif frame.kind is FrameKind.MISSING:
+            pcm = self.decoder.conceal(self.codec.samples_per_frame())
+        else:
+            return None
+        if self._down is not None:
+            pcm = self._down.process(pcm)
+        return pcm
+
+    # -- sending -----------------------------------------------------------------------------
+    @property
+    def destination(self) -> Address | None:
+        return self.latched or self.remote
+
+    def push(self, pcm: Pcm, now: float) -> None:
+        """Send this tick's frame (what the leg may hear) as one RTP packet."""
+        dest = self.destination
+        self.ts = (self.ts + self.frame_ts) & 0xFFFFFFFF
+        if dest is None or self.direction in ("sendonly", "inactive"):
+            return
+        if self._dtmf_out and self._send_dtmf(now, dest):
+            return
+        if self._up is not None:
+            pcm = self._up.process(pcm)
+        payload = self.encoder.encode(pcm)
+        self._send(self.payload_type, self.ts, payload, dest)
+        if now >= self._next_rtcp:
+            self._send_rtcp(now)
+
+    def _send(self, pt: int, ts: int, payload: bytes, dest: Address, marker: bool = False) -> None:
+        self.seq = (self.seq + 1) & 0xFFFF
+        second = pt | (0x80 if (marker or self._marker) else 0)
+        self._marker = False
+        packet = _HEADER.pack(0x80, second, self.seq, ts, self.ssrc) + payload
+        if self._rtp.send(packet, dest):
+            self.stats.packets_out += 1
+            self.stats.bytes_out += len(packet)
+
+    def send_dtmf(self, digit: str, duration_ms: int = 160) -> None:
+        """Queue an RFC 4733 key press toward this leg (sent instead of audio meanwhile)."""
+        if self.dtmf_payload_type is None:
+            return
+        sender = DtmfSender(self.codec.clock_rate)
+        start_ts = (self.ts + self.frame_ts) & 0xFFFFFFFF
+        first = True
+        for p in sender.packets(digit, duration_ms, start_ts):
+            self._dtmf_out.append((p.offset, p.payload, p.timestamp, p.marker or first))
+            first = False
+        self._dtmf_started = None
+
+    def _send_dtmf(self, now: float, dest: Address) -> bool:
+        if self._dtmf_started is None:
+            self._dtmf_started = now
+        elapsed = now - self._dtmf_started + 1e-6
+        sent = False
+        while self._dtmf_out and self._dtmf_out[0][0] <= elapsed:
+            _, payload, ts, marker = self._dtmf_out.popleft()
+            self._send(self.dtmf_payload_type or 101, ts, payload, dest, marker)
+            sent = True
+        if not self._dtmf_out:
+            self._dtmf_started = None
+        return sent or bool(self._dtmf_out)
+
+    def _send_rtcp(self, now: float) -> None:
+        self._next_rtcp = now + RTCP_INTERVAL
+        dest = self.latched_rtcp or self.remote_rtcp
+        if dest is None:
+            return
+        blocks = [self.rx.report_block(now)] if self._rx_ssrc is not None else []
+        if self.stats.packets_out:
+            report = build_sr(self.ssrc, ntp_from_unix(time.time()), self.ts,
+                              self.stats.packets_out, self.stats.bytes_out, blocks)
+        else:
+            report = build_rr(self.ssrc, blocks)
+        packet = build_compound([report, build_sdes(self.ssrc, f"hub@{self.bridge.id}")])
+        if self._rtcp.send(packet, dest):
+            self.stats.rtcp_out += 1
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def idle_for(self, now: float) -> float:
+        last = self.stats.last_rx
+        return now - (last if last is not None else self.created)
+
+    def snapshot(self) -> dict[str, Any]:
+        j = self.jitter.stats
+        return {
+            "leg_id": self.id,
+            "peer": self.peer,
+            "codec": self.codec.name,
+            "local_port": self.pair.rtp_port,
+            "remote": f"{self.destination[0]}:{self.destination[1]}" if self.destination else None,
+            "direction": self.direction,
+            **self.stats.as_dict(),
+            "lost": self.rx.lost if self._rx_ssrc is not None else 0,
+            "jitter_ms": round(j.jitter_ms, 2),
+            "late": j.late,
+            "concealed": j.lost + j.underruns,
+            "buffer_ms": round(j.delay_ms, 1),
+        }
+
+    def close(self) -> None:
+        self._rtp.close()
+        self._rtcp.close()
+        self.bridge.engine.ports.release(self.pair)
+
+
+# --- bridges ------------------------------------------------------------------------------------
+
+
+@dataclass
+class BridgeStats:
+    ticks: int = 0
+    mix_seconds: float = 0.0
+    max_tick_seconds: float = 0.0
+
+
+class MediaBridge:
+    """Legs mixed together at one sample rate."""
+
+    def __init__(self, engine: MediaEngine, bridge_id: str, rate: int) -> None:
+        if rate not in (8000, 16000, 48000):
+            raise ValueError(f"bridge rate must be 8000, 16000 or 48000, not {rate}")
+        self.engine = engine
+        self.id = bridge_id
+        self.rate = rate
+        self.samples = int(rate * TICK)
+        self.mixer = Mixer(self.samples, capacity=8)
+        self.legs: dict[str, MediaLeg] = {}
+        self.players: list[Player] = []
+        self.leg_players: dict[str, list[Player]] = {}
+        self.recorder: Recorder | None = None
+        self.record_legs = False
+        self.stats = BridgeStats()
+        self._frames = np.zeros((self.mixer.capacity, self.samples), dtype=np.int16)
+        self._active = np.zeros(self.mixer.capacity, dtype=bool)
+        self._talker = TalkerDetector(self.mixer.capacity)
+        self.talking: set[str] = set()
+        self.closed = False
+
+    # -- legs ------------------------------------------------------------------------------------
+    def add_leg(self, leg_id: str, codec: CodecSpec, payload_type: int,
+                dtmf_payload_type: int | None = None, *, peer: str = "",
+                join: bool = True) -> MediaLeg:
+        """A new leg with its own RTP port pair; ``join`` puts it in the mix at once."""
+        if leg_id in self.legs:
+            raise ValueError(f"leg {leg_id} already in bridge {self.id}")
+        pair = self.engine.ports.allocate()
+        try:
+            leg = MediaLeg(self, leg_id, pair, codec, payload_type, dtmf_payload_type, peer=peer)
+        except BaseException:
+            self.engine.ports.release(pair)
+            raise
+        self.legs[leg_id] = leg
+        if join:
+            self.join(leg_id)
+        return leg
+
+    def join(self, leg_id: str) -> None:
+        leg = self.legs[leg_id]
+        if leg.joined:
+            return
+        leg.joined = True
+        self.mixer.add(leg_id)
+        if self.mixer.capacity > self._frames.shape[0]:
+            self._frames = np.zeros((self.mixer.capacity, self.samples), dtype=np.int16)
+            self._active = np.zeros(self.mixer.capacity, dtype=bool)
+            self._talker = TalkerDetector(self.mixer.capacity)
+        if self.recorder is not None:
+            self.recorder.leg_joined(leg_id, leg.peer, time.time())
+
+    def remove_leg(self, leg_id: str) -> None:
+        leg = self.legs.pop(leg_id, None)
+        if leg is None:
+            return
+        if leg.joined:
+            slot = self.mixer.slot(leg_id)
+            self._talker.reset(slot)
+            self.mixer.remove(leg_id)
+            if self.recorder is not None:
+                self.recorder.leg_left(leg_id, time.time())
+        self.talking.discard(leg_id)
+        self.leg_players.pop(leg_id, None)
+        leg.close()
+
+    # -- playback ---------------------------------------------------------------------------------
+    def play(self, samples: Pcm, *, leg_id: str | None = None, loop: bool = False) -> Player:
+        """Play PCM at the bridge's rate to everyone, or to one leg only."""
+        player = Player(samples, self.samples, loop=loop)
+        if leg_id is None:
+            self.players.append(player)
+        else:
+            self.leg_players.setdefault(leg_id, []).append(player)
+        return player
+
+    def stop_player(self, player: Player) -> None:
+        if player in self.players:
+            self.players.remove(player)
+        for players in self.leg_players.values():
+            if player in players:
+                players.remove(player)
+
+    # -- the tick ---------------------------------------------------------------------------------
+    def tick(self, now: float, wall: float) -> None:
+        started = time.perf_counter()
+        mixer = self.mixer
+        frames = self._frames
+        active = self._active
+        active[:] = False
+        joined = [leg for leg in self.legs.values() if leg.joined]
+        for leg in joined:
+            slot = mixer.slot(leg.id)
+            pcm = leg.pull(now)
+            if pcm is None or leg.direction in ("recvonly", "inactive"):
+                frames[slot] = 0
+            else:
+                frames[slot] = pcm
+                active[slot] = True
+        out = mixer.mix(frames)
+        total = mixer.last_total
+        if self.players:
+            extra = self._read_players(self.players)
+            if extra is not None:
+                out += extra
+                total = total + extra
+        for leg in joined:
+            slot = mixer.slot(leg.id)
+            row = out[slot]
+            own = self.leg_players.get(leg.id)
+            if own:
+                extra = self._read_players(own)
+                if extra is not None:
+                    row = np.clip(row.astype(np.int32) + extra, -32768, 32767).astype(np.int16)
+            leg.push(row, now)
+        changes = self._talker.update(frames, active, now) if joined else []
+        for slot, started_talking in changes:
+            leg_id = self._leg_at(slot)
+            if leg_id is None:
+                continue
+            if started_talking:
+                self.talking.add(leg_id)
+            else:
+                self.talking.discard(leg_id)
+            self.engine.emit(TalkerChanged(self.id, leg_id, started_talking))
+        if self.recorder is not None:
+            mix = np.clip(total, -32768, 32767).astype(np.int16)
+            self.recorder.on_mix(mix, wall)
+            if self.record_legs:
+                for leg in joined:
+                    self.recorder.on_leg(leg.id, frames[mixer.slot(leg.id)].copy(), wall)
+        spent = time.perf_counter() - started
+        self.stats.ticks += 1
+        self.stats.mix_seconds += spent
+        self.stats.max_tick_seconds = max(self.stats.max_tick_seconds, spent)
+
+    def _read_players(self, players: list[Player]) -> Pcm | None:
+        mixed: npt.NDArray[np.int32] | None = None
+        for player in list(players):
+            frame = player.read()
+            if frame is None:
+                players.remove(player)
+                continue
+            mixed = frame.astype(np.int32) if mixed is None else mixed + frame
+        if mixed is None:
+            return None
+        return np.clip(mixed, -32768, 32767).astype(np.int16)
+
+    def _leg_at(self, slot: int) -> str | None:
+        for leg_id in self.mixer.legs():
+            if self.mixer.slot(leg_id) == slot:
+                return leg_id
+        return None
+
+    def _dtmf(self, leg: MediaLeg, digit: str, duration_ms: int) -> None:
+        self.engine.emit(DtmfReceived(self.id, leg.id, digit, duration_ms))
+
+    def snapshot(self) -> dict[str, Any]:
+        ticks = max(self.stats.ticks, 1)
+        return {
+            "bridge_id": self.id,
+            "rate": self.rate,
+            "legs": [leg.snapshot() for leg in self.legs.values()],
+            "talking": sorted(self.talking),
+            "ticks": self.stats.ticks,
+            "mix_us_avg": round(self.stats.mix_seconds / ticks * 1e6, 1),
+            "mix_us_max": round(self.stats.max_tick_seconds * 1e6, 1),
+            "recording": self.recorder is not None,
+        }
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for leg_id in list(self.legs):
+            self.remove_leg(leg_id)
+        if self.recorder is not None:
+            try:
+                self.recorder.close(time.time())
+            except Exception:
+                log.exception("bridge %s: closing its recording failed", self.id)
+            self.recorder = None
+        self.engine._forget(self)
+
+
+# --- the engine ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EngineStats:
+    ticks: int = 0
+    late_ticks: int = 0
+    """Ticks that started more than one tick late (the loop was busy)."""
+    skipped_ticks: int = 0
+    max_lateness: float = 0.0
+    tick_errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class MediaEngine:
+    """All bridges of one process, and the clock that drives them."""
+
+    def __init__(self, ports: PortAllocator, *, advertised_host: str,
+                 loop: asyncio.AbstractEventLoop | None = None, rtp_timeout: float = 60.0,
+                 on_event: Callable[[MediaEvent], None] | None = None) -> None:
+        self.ports = ports
+        self.advertised_host = advertised_host
+        self.loop = loop or asyncio.get_running_loop()
+        self.rtp_timeout = rtp_timeout
+        self.on_event = on_event
+        self.bridges: dict[str, MediaBridge] = {}
+        self.stats = EngineStats()
+        self._timer: asyncio.TimerHandle | None = None
+        self._start = 0.0
+        self._tick_no = 0
+        self._next_check = 0.0
+        self.clock = self.loop.time
+
+    def create_bridge(self, bridge_id: str, rate: int = 8000) -> MediaBridge:
+        if bridge_id in self.bridges:
+            raise ValueError(f"bridge {bridge_id} exists")
+        bridge = MediaBridge(self, bridge_id, rate)
+        self.bridges[bridge_id] = bridge
+        if self._timer is None:
+            self._start = self.loop.time()
+            self._tick_no = 0
+            self._schedule()
+        return bridge
+
+    def _forget(self, bridge: MediaBridge) -> None:
+        if self.bridges.get(bridge.id) is bridge:
+            del self.bridges[bridge.id]
+
+    def emit(self, event: MediaEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("media event handler failed on %s", type(event).__name__)
+
+    def _schedule(self) -> None:
+        self._tick_no += 1
+        self._timer = self.loop.call_at(self._start + self._tick_no * TICK, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        lateness = now - (self._start + self._tick_no * TICK)
+        stats = self.stats
+        stats.ticks += 1
+        if lateness > TICK:
+            stats.late_ticks += 1
+            stats.max_lateness = max(stats.max_lateness, lateness)
+            if lateness > 5 * TICK:
+                # Don't try to catch up a long stall with a burst of ticks.
+                skipped = int(lateness / TICK)
+                stats.skipped_ticks += skipped
+                self._tick_no += skipped
+        wall = time.time()
+        for bridge in list(self.bridges.values()):
+            try:
+                bridge.tick(now, wall)
+            except Exception:
+                stats.tick_errors += 1
+                log.exception("bridge %s: tick failed", bridge.id)
+        if now >= self._next_check:
+            self._next_check = now + 1.0
+            self._check_timeouts(now)
+        if self.bridges:
+            self._schedule()
+        else:
+            self._timer = None
+
+    def _check_timeouts(self, now: float) -> None:
+        for bridge in list(self.bridges.values()):
+            for leg in list(bridge.legs.values()):
+                if leg._timed_out or leg.direction == "inactive":
+                    continue
+                idle = leg.idle_for(now)
+                if idle >= self.rtp_timeout:
+                    leg._timed_out = True
+                    self.emit(LegTimedOut(bridge.id, leg.id, idle))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "bridges": len(self.bridges),
+            "legs": sum(len(b.legs) for b in self.bridges.values()),
+            "ticks": self.stats.ticks,
+            "late_ticks": self.stats.late_ticks,
+            "skipped_ticks": self.stats.skipped_ticks,
+            "max_lateness_ms": round(self.stats.max_lateness * 1000, 1),
+            "tick_errors": self.stats.tick_errors,
+        }
+
+    def close(self) -> None:
+        for bridge in list(self.bridges.values()):
+            bridge.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
