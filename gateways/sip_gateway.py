@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from bridges.events import EventBus, RegistrationChanged, SecurityAlert
 from bridges.model import Bridge, Leg, LegState
-from media.relay import MediaRelay, RelaySession, Side
+from media.engine import DtmfReceived, LegTimedOut, MediaBridge, MediaEngine, MediaEvent, MediaLeg
 from signaling.dialog import Dialog, DialogState, dialog_id_of_request, new_call_id, new_tag
 from signaling.digest import DigestServer
 from signaling.errors import ParseError
@@ -44,7 +44,8 @@ from signaling.transaction import (
 from signaling.transport import SipTransport
 from signaling.uri import SipUri
 
-from . import sdp_rewrite
+from .media_sdp import Negotiated, SdpSession, extract_sdp
+from .rooms import RoomManager
 from .routing import Route, Target
 from .security import AuthThrottle, is_scanner
 
@@ -66,6 +67,8 @@ class Branch:
 
     target: Target
     request: Request
+    media: MediaLeg
+    sdp: SdpSession
     tx: ClientTransaction | None = None
     leg: Leg | None = None
     dialog: Dialog | None = None
@@ -82,6 +85,8 @@ class PendingReinvite:
     from_side: str
     server_tx: ServerTransaction
     client_tx: ClientTransaction | None = None
+    answer: bytes = b""
+    """Our SDP answer to the requester, sent once the other side has answered."""
     timer: asyncio.TimerHandle | None = None
 
 
@@ -89,12 +94,14 @@ class PendingReinvite:
 class Call:
     id: str
     bridge: Bridge
-    relay: RelaySession
+    media: MediaBridge
+    a_media: MediaLeg
+    a_sdp: SdpSession
+    a_answer: bytes
     a_tx: ServerTransaction
     a_dialog: Dialog
     a_dest: Address
     a_leg: Leg
-    a_offer: bytes
     log: CallLog
     caller: str
     branches: list[Branch] = field(default_factory=list)
@@ -102,7 +109,6 @@ class Call:
     state: str = "routing"  # routing -> ringing -> answered -> ended
     ring_timer: asyncio.TimerHandle | None = None
     pending: PendingReinvite | None = None
-    sdp_version: int = 1
     created: float = field(default_factory=time.monotonic)
     answered_at: float | None = None
     early_media: bool = False
@@ -120,24 +126,28 @@ class SipGateway:
         *,
         store: object,
         transport: SipTransport,
-        relay: MediaRelay,
+        engine: MediaEngine,
         bus: EventBus,
         digest: DigestServer,
         registrar: Registrar,
         throttle: AuthThrottle | None = None,
         ring_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
+        recorder_factory: Callable[[str, int], object] | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
-        self.relay = relay
+        self.engine = engine
         self.bus = bus
         self.digest = digest
         self.registrar = registrar
         self.throttle = throttle or AuthThrottle()
         self.ring_timeout = ring_timeout
         self.clock = clock
+        self.rooms = RoomManager(transport=transport, engine=engine, bus=bus,
+                                 recorder_factory=recorder_factory)
         self.calls: dict[str, Call] = {}
+        self._by_bridge: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str, str], tuple[Call, str]] = {}
         self._ids = 0
         self.stats = {"calls": 0, "answered": 0, "failed": 0, "auth_failures": 0}
@@ -172,7 +182,8 @@ class SipGateway:
     def health(self) -> dict[str, object]:
         return {
             "calls": sum(1 for c in self.calls.values() if not c.ended),
-            "relay_sessions": len(self.relay),
+            "media": self.engine.snapshot(),
+            "rooms": self.rooms.snapshot(),
             **self.stats,
         }
 
@@ -273,44 +284,64 @@ class SipGateway:
             self._reply(tx, 483)
             return
         self._reply(tx, 100)
-        offer = sdp_rewrite.extract_sdp(request)
+        offer = extract_sdp(request)
         if offer is None:
             self._reply(tx, 488, "An SDP offer is required in the INVITE")
             return
         try:
-            media = sdp_rewrite.audio_target(offer)
+            offered = SdpSession.read_offer(offer)
         except ParseError as exc:
-            self._reply(tx, 488, f"Bad SDP: {exc.reason}")
+            self._reply(tx, 488, exc.reason)
             return
-        if media is None:
-            self._reply(tx, 488, "No audio stream offered")
+        dialled = _dialled(request)
+        room = self.store.get_room(dialled) if dialled else None  # type: ignore[attr-defined]
+        if room is not None:
+            self.rooms.join(tx, request, caller, room, offer)
             return
         route = self._route(request, trunk_call=trunk is not None)
         if not route.targets:
             self._reply(tx, route.status, route.reason or None)
             return
-        try:
-            session = self.relay.create_session()
-        except Exception as exc:  # ports exhausted, socket errors
-            log.error("cannot open a media relay: %s", exc)
-            self._reply(tx, 503, "No media ports available")
-            return
         self._ids += 1
         call_id = f"C{self._ids}"
+        rate = 16000 if offered.codec.sample_rate >= 16000 else 8000
         bridge = Bridge(self.bus, "call")
-        session.set_remote(Side.A, media.host, media.port, media.rtcp_port)
-        if media.direction != "sendrecv":
-            session.set_direction(Side.A, media.direction)
+        a_leg = bridge.add_leg("sip-trunk" if trunk else "sip-user", caller)
+        try:
+            media_bridge = self.engine.create_bridge(bridge.id, rate)
+        except ValueError as exc:
+            log.error("cannot open a media bridge: %s", exc)
+            self._reply(tx, 503, "Media engine unavailable")
+            bridge.close("no media")
+            return
+        a_sdp = SdpSession(self.engine.advertised_host, rate)
+        try:
+            a_media = media_bridge.add_leg(a_leg.id, None, peer=caller, join=False)
+            a_answer, neg = a_sdp.answer(offer, a_media.pair.rtp_port)
+        except ParseError as exc:
+            media_bridge.close()
+            bridge.close("bad sdp")
+            self._reply(tx, exc.status if exc.status == 488 else 488, exc.reason)
+            return
+        except Exception as exc:  # ports exhausted, socket errors
+            log.error("cannot open media for a call: %s", exc)
+            media_bridge.close()
+            bridge.close("no media")
+            self._reply(tx, 503, "No media ports available")
+            return
+        _apply(a_media, neg)
+        media_bridge.join(a_leg.id)
         a_dialog = Dialog.from_uas(request, tx.to_tag) if request.contacts else Dialog(
             call_id=request.call_id, local_tag=tx.to_tag,
             remote_tag=header_tag(request.headers.get("From")) or "",
             local_uri=request.headers.get("To") or "", remote_uri=request.headers.get("From") or "",
             remote_target=request.uri, remote_seq=request.cseq.number)
         call = Call(
-            id=call_id, bridge=bridge, relay=session, a_tx=tx, a_dialog=a_dialog,
-            a_dest=tx.source, a_leg=bridge.add_leg("sip-trunk" if trunk else "sip-user", caller),
-            a_offer=offer, log=CallLog(log, {"call": call_id}), caller=caller,
+            id=call_id, bridge=bridge, media=media_bridge, a_media=a_media, a_sdp=a_sdp,
+            a_answer=a_answer, a_tx=tx, a_dialog=a_dialog, a_dest=tx.source, a_leg=a_leg,
+            log=CallLog(log, {"call": call_id}), caller=caller,
         )
+        self._by_bridge[bridge.id] = call
         tx.context = call
         self.calls[call_id] = call
         self._dialogs[(a_dialog.call_id, a_dialog.local_tag, a_dialog.remote_tag)] = (call, "a")
@@ -328,8 +359,7 @@ class SipGateway:
             self.ring_timeout, self._ring_timeout, call)
 
     def _route(self, request: Request, *, trunk_call: bool) -> Route:
-        uri = request.uri
-        number = uri.user_unescaped if isinstance(uri, SipUri) else getattr(uri, "user", None)
+        number = _dialled(request)
         if not number:
             return Route(status=404, reason="No user in the Request-URI")
         user = self.store.get_user(number)  # type: ignore[attr-defined]
@@ -377,11 +407,17 @@ class SipGateway:
             for value in request.headers.fields(name):
                 h.add(name, value)
         h.add("Content-Type", "application/sdp")
-        local_host, local_port = call.relay.local_address(Side.B)
-        invite.body = sdp_rewrite.rewrite(call.a_offer, local_host, local_port,
-                                          session_version=call.sdp_version)
-        branch = Branch(target=target, request=invite)
-        branch.leg = call.bridge.add_leg(target.kind, target.peer)
+        leg = call.bridge.add_leg(target.kind, target.peer)
+        try:
+            media = call.media.add_leg(leg.id, None, peer=target.peer, join=False)
+        except Exception as exc:
+            call.log.error("no media port for %s: %s", target.peer, exc)
+            leg.set_state(LegState.ENDED, "no media")
+            return
+        sdp = SdpSession(self.engine.advertised_host, call.media.rate)
+        invite.body = sdp.offer(media.pair.rtp_port)
+        branch = Branch(target=target, request=invite, media=media, sdp=sdp)
+        branch.leg = leg
         call.branches.append(branch)
         branch.tx = self.transport.send_request(invite, dest, context=(call, branch))
 
@@ -414,12 +450,13 @@ class SipGateway:
             if call.a_leg.state is LegState.NEW:
                 call.a_leg.set_state(LegState.RINGING, str(code))
             body = b""
-            answer = sdp_rewrite.extract_sdp(response)
+            answer = extract_sdp(response)
             if answer is not None and call.b is None:
-                media = _safe_target(answer)
-                if media is not None:
-                    call.relay.set_remote(Side.B, media.host, media.port, media.rtcp_port)
-                    body = self._answer_for_a(call, answer)
+                neg = _read_answer(branch.sdp, answer)
+                if neg is not None:
+                    _apply(branch.media, neg)
+                    call.media.join(branch.media.id)
+                    body = call.a_answer
                     call.early_media = True
             status = 183 if body else (180 if code in (180, 183) and not body else code)
             resp = make_response(call.a_tx.request, status, to_tag=call.a_tx.to_tag,
@@ -438,6 +475,8 @@ class SipGateway:
             return
         if branch.leg is not None and not branch.leg.ended:
             branch.leg.set_state(LegState.ENDED, str(code))
+        if call.b is None:
+            call.media.remove_leg(branch.media.id)
         if call.state in ("routing", "ringing") and all(b.final for b in call.branches):
             self._all_failed(call)
 
@@ -452,9 +491,9 @@ class SipGateway:
             if branch.leg is not None and not branch.leg.ended:
                 branch.leg.set_state(LegState.ENDED, "not needed")
             return
-        answer = sdp_rewrite.extract_sdp(response)
-        media = _safe_target(answer) if answer is not None else None
-        if answer is None or media is None:
+        answer = extract_sdp(response)
+        neg = _read_answer(branch.sdp, answer) if answer is not None else branch.sdp.current
+        if neg is None:
             call.log.warning("answer without usable SDP from %s", branch.target.peer)
             self._send_bye_dialog(dialog, branch.target.dest, context=None)
             branch.final = 488
@@ -467,14 +506,15 @@ class SipGateway:
         self.stats["answered"] += 1
         if call.ring_timer is not None:
             call.ring_timer.cancel()
-        call.relay.set_remote(Side.B, media.host, media.port, media.rtcp_port)
-        if media.direction != "sendrecv":
-            call.relay.set_direction(Side.B, media.direction)
+        _apply(branch.media, neg)
+        call.media.join(branch.media.id)
         self._dialogs[(dialog.call_id, dialog.local_tag, dialog.remote_tag)] = (call, "b")
         for other in call.branches:
-            if other is not branch and not other.final:
-                self._cancel_branch(other)
-        body = self._answer_for_a(call, answer)
+            if other is not branch:
+                if not other.final:
+                    self._cancel_branch(other)
+                call.media.remove_leg(other.media.id)
+        body = call.a_answer
         resp = make_response(call.a_tx.request, 200, to_tag=call.a_tx.to_tag, body=body,
                              headers=(("Contact", self._a_contact(call)), ("Allow", ALLOW),
                                       ("Content-Type", "application/sdp")))
@@ -484,11 +524,6 @@ class SipGateway:
             if leg is not None and leg.state in (LegState.NEW, LegState.RINGING):
                 leg.set_state(LegState.UP, "answered")
         call.log.info("answered by %s", branch.target.peer)
-
-    def _answer_for_a(self, call: Call, answer: bytes) -> bytes:
-        host, port = call.relay.local_address(Side.A)
-        call.sdp_version += 1
-        return sdp_rewrite.rewrite(answer, host, port, session_version=call.sdp_version)
 
     def _a_contact(self, call: Call) -> str:
         return f"<{self.transport.contact_uri(call.a_dest, 'hub')}>"
@@ -567,6 +602,8 @@ class SipGateway:
 
     # -- in-dialog requests -----------------------------------------------------------------------
     def _in_dialog(self, tx: ServerTransaction, request: Request) -> None:
+        if self.rooms.handle_in_dialog(tx, request):
+            return
         key = dialog_id_of_request(request)
         found = self._dialogs.get(key) if key is not None else None
         if found is None:
@@ -605,22 +642,27 @@ class SipGateway:
 
     def _forward_in_dialog(self, call: Call, side: str, tx: ServerTransaction,
                            request: Request) -> None:
-        other_side = Side.B if side == "a" else Side.A
-        my_side = Side.A if side == "a" else Side.B
         body = b""
+        our_answer = b""
         if request.method in ("INVITE", "UPDATE"):
-            offer = sdp_rewrite.extract_sdp(request)
+            offer = extract_sdp(request)
             if offer is not None:
-                media = _safe_target(offer)
-                if media is None:
-                    self._reply(tx, 488)
+                my_media, my_sdp = self._side_media(call, side)
+                other_media, other_sdp = self._side_media(call, "b" if side == "a" else "a")
+                if my_media is None or my_sdp is None or other_media is None or (
+                        other_sdp is None):
+                    self._reply(tx, 481)
                     return
-                call.relay.set_remote(my_side, media.host, media.port, media.rtcp_port)
-                call.relay.set_direction(my_side, media.direction)
-                host, port = call.relay.local_address(other_side)
-                call.sdp_version += 1
-                body = sdp_rewrite.rewrite(offer, host, port, session_version=call.sdp_version)
-                self._update_hold(call, side, media.direction)
+                try:
+                    our_answer, neg = my_sdp.answer(offer, my_media.pair.rtp_port)
+                except ParseError as exc:
+                    self._reply(tx, 488, exc.reason)
+                    return
+                _apply(my_media, neg)
+                self._update_hold(call, side, neg.direction)
+                # The other side learns of the hold: we offer it what the requester asked.
+                held = neg.direction if neg.direction in ("sendonly", "inactive") else "sendrecv"
+                body = other_sdp.offer(other_media.pair.rtp_port, direction=held)
         else:
             body = request.body
         dialog, dest = self._side_dialog(call, "b" if side == "a" else "a")
@@ -634,7 +676,7 @@ class SipGateway:
             ctype = "application/sdp" if request.method in ("INVITE", "UPDATE") else (
                 request.headers.get("Content-Type") or "application/octet-stream")
             fwd.headers.add("Content-Type", ctype)
-        pending = PendingReinvite(from_side=side, server_tx=tx)
+        pending = PendingReinvite(from_side=side, server_tx=tx, answer=our_answer)
         if request.method != "INFO":
             call.pending = pending
         pending.client_tx = self.transport.send_request(fwd, dest, context=pending)
@@ -665,18 +707,13 @@ class SipGateway:
             self.transport.send_ack(ack, dest)
         body = b""
         if code < 300 and tx.request.method in ("INVITE", "UPDATE"):
-            answer = sdp_rewrite.extract_sdp(response)
-            if answer is not None:
-                media = _safe_target(answer)
-                ans_side = Side.B if answering == "b" else Side.A
-                if media is not None:
-                    call.relay.set_remote(ans_side, media.host, media.port, media.rtcp_port)
-                    call.relay.set_direction(ans_side, media.direction)
-                req_side = Side.A if pending.from_side == "a" else Side.B
-                host, port = call.relay.local_address(req_side)
-                call.sdp_version += 1
-                body = sdp_rewrite.rewrite(answer, host, port,
-                                           session_version=call.sdp_version)
+            answer = extract_sdp(response)
+            ans_media, ans_sdp = self._side_media(call, answering)
+            if answer is not None and ans_media is not None and ans_sdp is not None:
+                neg = _read_answer(ans_sdp, answer)
+                if neg is not None:
+                    _apply(ans_media, neg)
+            body = pending.answer
         elif code < 300:
             body = response.body
         resp = make_response(pending.server_tx.request, code, response.reason,
@@ -707,6 +744,13 @@ class SipGateway:
             leg.set_state(LegState.HELD, direction)
         elif direction in ("sendrecv", "recvonly") and leg.state is LegState.HELD:
             leg.set_state(LegState.UP, "resumed")
+
+    def _side_media(self, call: Call, side: str) -> tuple[MediaLeg | None, SdpSession | None]:
+        if side == "a":
+            return call.a_media, call.a_sdp
+        if call.b is None:
+            return None, None
+        return call.b.media, call.b.sdp
 
     def _side_dialog(self, call: Call, side: str) -> tuple[Dialog | None, Address | None]:
         if side == "a":
@@ -748,22 +792,40 @@ class SipGateway:
         if call.ring_timer is not None:
             call.ring_timer.cancel()
         self.transport.endpoint.layer.stop_2xx_retransmission(call.a_tx)
-        call.relay.close()
+        if call.pending is not None and call.pending.timer is not None:
+            call.pending.timer.cancel()
+        call.media.close()
         call.bridge.close(reason)
+        self._by_bridge.pop(call.bridge.id, None)
         for key in [k for k, v in self._dialogs.items() if v[0] is call]:
             del self._dialogs[key]
         self.calls.pop(call.id, None)
 
-    def on_media_timeout(self, session: RelaySession) -> None:
-        for call in list(self.calls.values()):
-            if call.relay is session and call.state == "answered":
-                call.log.info("no RTP for %.0f s: ending the call", self.relay.rtp_timeout)
+    def on_media_event(self, event: MediaEvent) -> None:
+        """Events from the conference engine: DTMF is passed on, dead legs end calls."""
+        if self.rooms.owns_bridge(event.bridge_id):
+            self.rooms.on_media_event(event)
+            return
+        call = self._by_bridge.get(event.bridge_id)
+        if call is None:
+            return
+        if isinstance(event, LegTimedOut):
+            if call.state == "answered":
+                call.log.info("no RTP from %s for %.0f s: ending the call", event.leg_id,
+                              event.seconds)
                 self.hangup(call, "rtp timeout")
+        elif isinstance(event, DtmfReceived):
+            # RFC 4733 events cross the call: the other party hears the key press.
+            for leg in call.media.legs.values():
+                if leg.id != event.leg_id and leg.joined:
+                    leg.send_dtmf(event.digit, max(event.duration_ms, 80))
 
     # -- failures ---------------------------------------------------------------------------------
     def _on_timeout(self, tx: ClientTransaction | ServerTransaction) -> None:
         ctx = tx.context
         if isinstance(tx, ServerTransaction):
+            if self.rooms.on_server_timeout(tx):
+                return
             if isinstance(ctx, Call) and tx is ctx.a_tx and ctx.state == "answered":
                 ctx.log.info("caller never ACKed our 200: ending")
                 self.hangup(ctx, "no ack")
@@ -794,6 +856,14 @@ class SipGateway:
     async def shutdown(self) -> None:
         for call in list(self.calls.values()):
             self.hangup(call, "shutdown")
+        self.rooms.shutdown()
+
+
+def _dialled(request: Request) -> str | None:
+    """The dialled user or number of an INVITE's Request-URI."""
+    uri = request.uri
+    number = uri.user_unescaped if isinstance(uri, SipUri) else getattr(uri, "user", None)
+    return number or None
 
 
 def _parse_target_uri(text: str) -> SipUri:
@@ -802,11 +872,19 @@ def _parse_target_uri(text: str) -> SipUri:
     return parse_sip_uri(text.strip("<>"))
 
 
-def _safe_target(sdp: bytes) -> sdp_rewrite.MediaTarget | None:
+def _read_answer(sdp: SdpSession, body: bytes) -> Negotiated | None:
     try:
-        return sdp_rewrite.audio_target(sdp)
-    except ParseError:
+        return sdp.read_answer(body)
+    except ParseError as exc:
+        log.info("unusable SDP answer: %s", exc)
         return None
+
+
+def _apply(leg: MediaLeg, neg: Negotiated) -> None:
+    """Point a media leg at what its SDP negotiated."""
+    leg.configure(neg.codec, neg.payload_type, neg.dtmf_payload_type)
+    leg.set_remote(neg.host, neg.port, neg.rtcp_port)
+    leg.set_direction(neg.direction)
 
 
 def _best_failure(codes: list[int]) -> int:

@@ -1,4 +1,4 @@
-"""The ``hub`` command: run the server, and manage users and trunks in the data directory.
+"""The ``hub`` command: run the server; manage users, trunks, rooms and recordings.
 
 Management commands write straight to ``DATA_DIR/hub.sqlite3``; a running server sees
 the change on its next lookup, no restart needed.
@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     serve.add_argument(
+        "--recording-segment-seconds", type=float, default=60.0, metavar="SECONDS",
+        help="length of each recording segment file (default: %(default)s)",
+    )
+    serve.add_argument(
         "--ring-timeout", type=float, default=60.0, metavar="SECONDS",
         help="how long a call rings before the caller gets 480 (default: %(default)s)",
     )
@@ -254,6 +258,31 @@ def build_parser() -> argparse.ArgumentParser:
     trunk_remove = trunk_commands.add_parser("remove", parents=[common], help="remove a trunk")
     trunk_remove.add_argument("name", metavar="NAME")
     trunk_remove.set_defaults(handler=_trunk_remove)
+
+    # -- room
+    room = commands.add_parser(
+        "room",
+        parents=[common],
+        help="manage conference rooms",
+        description="Manage conference rooms. Anyone who may call (a registered user, a "
+        "trunk caller) dials the room's number and joins; the room lives on as members "
+        "come and go.",
+    )
+    room_commands = room.add_subparsers(dest="room_command", required=True, metavar="ACTION")
+    room_add = room_commands.add_parser("add", parents=[common], help="add a room")
+    room_add.add_argument("number", metavar="NUMBER", help="the number dialled: 1-16 digits")
+    room_add.add_argument("--name", metavar="NAME", help="what the room is called")
+    room_add.add_argument("--pin", metavar="DIGITS",
+                          help="callers key these digits, then #, to get in")
+    room_add.add_argument("--record", action="store_true", help="record every session")
+    room_add.add_argument("--rate", type=int, choices=(8000, 16000, 48000), default=8000,
+                          help="mixing rate: 16000 or 48000 for wideband (default: %(default)s)")
+    room_add.set_defaults(handler=_room_add)
+    room_list = room_commands.add_parser("list", parents=[common], help="list rooms")
+    room_list.set_defaults(handler=_room_list)
+    room_remove = room_commands.add_parser("remove", parents=[common], help="remove a room")
+    room_remove.add_argument("number", metavar="NUMBER")
+    room_remove.set_defaults(handler=_room_remove)
 
     # -- recording
     recording = commands.add_parser(
@@ -349,6 +378,7 @@ def _serve(args: argparse.Namespace) -> int:
             auth_algorithms=tuple(a.strip().upper() for a in args.auth_algorithms.split(",")
                                   if a.strip()),
             ring_timeout=args.ring_timeout,
+            recording_segment_seconds=args.recording_segment_seconds,
         )
     except ConfigError as exc:
         raise _UsageError(f"hub serve: error: {exc}", EXIT_USAGE) from None
@@ -407,6 +437,39 @@ def _user_remove(args: argparse.Namespace) -> int:
     with Store.open(_data_dir(args)) as store:
         store.remove_user(args.name)
     print(f"removed user {args.name}")
+    return EXIT_OK
+
+
+def _room_add(args: argparse.Namespace) -> int:
+    with Store.open(_data_dir(args)) as store:
+        room = store.add_room(args.number, name=args.name, pin=args.pin, record=args.record,
+                              rate=args.rate)
+    extras = [f"{room.rate} Hz"]
+    if room.pin:
+        extras.append("PIN")
+    if room.record:
+        extras.append("recorded")
+    label = f" ({room.name})" if room.name else ""
+    print(f"added room {room.number}{label}: {', '.join(extras)}")
+    return EXIT_OK
+
+
+def _room_list(args: argparse.Namespace) -> int:
+    with Store.open(_data_dir(args)) as store:
+        rooms = store.list_rooms()
+    if not rooms:
+        print("no rooms")
+        return EXIT_OK
+    rows = [[r.number, r.name or "-", "yes" if r.pin else "no", "yes" if r.record else "no",
+             str(r.rate)] for r in rooms]
+    print(_table(["ROOM", "NAME", "PIN", "RECORD", "RATE"], rows))
+    return EXIT_OK
+
+
+def _room_remove(args: argparse.Namespace) -> int:
+    with Store.open(_data_dir(args)) as store:
+        store.remove_room(args.number)
+    print(f"removed room {args.number}")
     return EXIT_OK
 
 

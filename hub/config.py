@@ -55,6 +55,9 @@ class ServeConfig:
     algorithm they lack, instead of skipping it as RFC 8760 2.4 asks."""
     ring_timeout: float = 60.0
     """Seconds a call may ring before the caller gets 480 (no answer)."""
+    recording_segment_seconds: float = 60.0
+    """Length of a recording's segment files: a kill loses at most the open segment's
+    last second, and every closed segment is a complete file."""
 
     def __post_init__(self) -> None:
         if not self.bind:
@@ -89,6 +92,8 @@ class ServeConfig:
             raise ConfigError(
                 f"auth algorithms must be among {', '.join(AUTH_ALGORITHMS)}, got "
                 f"{', '.join(self.auth_algorithms) or 'none'}")
+        if not 1 <= self.recording_segment_seconds <= 3600:
+            raise ConfigError("recording segment length must be 1-3600 s")
         if not 1 <= self.ring_timeout <= 3600:
             raise ConfigError(f"ring timeout {self.ring_timeout} s out of range 1-3600")
         if self.log_level not in LOG_LEVELS:

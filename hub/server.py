@@ -22,10 +22,13 @@ from typing import Any
 from bridges.events import EventBus
 from console.app import create_app
 from console.http import HttpServer, start_http
+from gateways.rooms import recorder_factory
 from gateways.security import AuthThrottle
 from gateways.sip_gateway import SipGateway
+from media.engine import MediaEngine
 from media.ports import PortAllocator
-from media.relay import MediaRelay
+from recordings.index import RecordingIndex
+from recordings.writer import DiskWriter
 from signaling.digest import DigestServer
 from signaling.registrar import Registrar
 from signaling.stack import SipEndpoint
@@ -66,11 +69,14 @@ class Hub:
     bus: EventBus
     endpoint: SipEndpoint
     transport: SipTransport
-    relay: MediaRelay
+    engine: MediaEngine
     gateway: SipGateway
     http: HttpServer
     sip_addresses: dict[str, tuple[str, int]]
     started: float
+    recordings: RecordingIndex
+    disk: DiskWriter
+    stopped: bool = False
 
     def health(self) -> dict[str, Any]:
         clients, servers = self.endpoint.layer.counts
@@ -84,16 +90,22 @@ class Hub:
             "calls": self.gateway.health()["calls"],
             "gateway": self.gateway.health(),
             "registrations": self.store.count_bindings(time.time()),
-            "media": {"address": self.relay.advertised_host, "sessions": len(self.relay)},
+            "media": {"address": self.engine.advertised_host, **self.engine.snapshot()},
         }
 
     async def stop(self) -> None:
         """End every call with BYE/CANCEL, let the messages go out, close everything."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.gateway.shutdown()
         await asyncio.sleep(0.2)
         await self.http.stop()
         await self.transport.close()
-        self.relay.close()
+        self.engine.close()
+        # Recordings finish their last segments on the disk threads.
+        await asyncio.to_thread(self.disk.close, 30.0)
+        self.recordings.close()
         self.store.close()
 
 
@@ -104,15 +116,23 @@ async def start(config: ServeConfig) -> Hub:
         config.bind if not _wildcard(config.bind) else primary_address())
     ports = PortAllocator(config.bind if not _wildcard(config.bind) else "0.0.0.0",
                           config.rtp_ports[0], config.rtp_ports[1])
-    relay = MediaRelay(ports, advertised_host=media_host)
+    engine = MediaEngine(ports, advertised_host=media_host)
     digest = DigestServer(store.realm, os.urandom(32), algorithms=config.auth_algorithms)
     registrar = Registrar(StoreLocation(store))
     endpoint = SipEndpoint(server_name=f"dispatch-hub/{__version__}")
     transport = SipTransport(endpoint)
-    gateway = SipGateway(store=store, transport=transport, relay=relay, bus=bus, digest=digest,
+    recordings = RecordingIndex.open(config.data_dir)
+    report = recordings.recover(time.time())
+    if report.interrupted or report.registered_files:
+        log.warning("recordings interrupted by a crash, recovered: %s", report)
+    disk = DiskWriter(threads=2, name="recording-io")
+    gateway = SipGateway(store=store, transport=transport, engine=engine, bus=bus, digest=digest,
                          registrar=registrar, throttle=AuthThrottle(),
-                         ring_timeout=config.ring_timeout)
-    relay.on_timeout = gateway.on_media_timeout
+                         ring_timeout=config.ring_timeout,
+                         recorder_factory=recorder_factory(
+                             recordings, config.data_dir, disk,
+                             segment_seconds=config.recording_segment_seconds))
+    engine.on_event = gateway.on_media_event
     endpoint.request_filter = gateway.request_filter
     transport.handler = gateway.handle
     addresses: dict[str, tuple[str, int]] = {}
@@ -129,11 +149,13 @@ async def start(config: ServeConfig) -> Hub:
         http = await start_http(app, config.bind, config.http_port)
     except BaseException:
         await transport.close()
-        relay.close()
+        engine.close()
+        disk.close(5.0)
+        recordings.close()
         store.close()
         raise
-    hub = Hub(config, store, bus, endpoint, transport, relay, gateway, http, addresses,
-              time.time())
+    hub = Hub(config, store, bus, endpoint, transport, engine, gateway, http, addresses,
+              time.time(), recordings, disk)
     hub_ref.append(hub)
     return hub
 
@@ -151,9 +173,9 @@ async def serve(config: ServeConfig, *, on_ready: Callable[[Hub], None] | None =
     for kind, (host, port) in hub.sip_addresses.items():
         log.info("SIP listening on %s %s:%d", kind.upper(), host, port)
     log.info("HTTP listening on %s (GET /api/health)", hub.http.url)
-    log.info("media relay on %s ports %d-%d", hub.relay.advertised_host, *config.rtp_ports)
+    log.info("media on %s ports %d-%d", hub.engine.advertised_host, *config.rtp_ports)
     print(f"hub: SIP udp/tcp {config.bind}:{hub.sip_addresses['udp'][1]}  "
-          f"HTTP {hub.http.url}  media {hub.relay.advertised_host}  data {config.data_dir}",
+          f"HTTP {hub.http.url}  media {hub.engine.advertised_host}  data {config.data_dir}",
           file=sys.stderr, flush=True)
     if on_ready is not None:
         on_ready(hub)

@@ -134,6 +134,23 @@ class UserRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomRecord:
+    """A conference room: callers dialling ``number`` meet in one bridge."""
+
+    number: str
+    """The number dialled to join (digits)."""
+    name: str | None
+    """What people call it ("指挥大厅", "Fire team 3")."""
+    pin: str | None = field(repr=False)
+    """Digits a caller keys in (then #) before joining; None = open room."""
+    record: bool
+    """Record every session of the room."""
+    rate: int
+    """The mix's sample rate: 8000, or 16000/48000 for wideband."""
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class TrunkRecord:
     """A SIP trunk (a PSTN provider or another PBX)."""
 
@@ -185,6 +202,10 @@ class BindingRecord:
 
 
 # ----------------------------------------------------------------------- migrations
+
+
+_ROOM_NUMBER_RE = re.compile(r"[0-9]{1,16}")
+_PIN_RE = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +265,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             PRIMARY KEY (aor, contact)
         );
         CREATE INDEX registrations_expires_at ON registrations (expires_at);
+        """,
+    ),
+    Migration(
+        2,
+        "conference rooms",
+        """
+        CREATE TABLE rooms (
+            number     TEXT PRIMARY KEY,
+            name       TEXT,
+            pin        TEXT,
+            record     INTEGER NOT NULL DEFAULT 0 CHECK (record IN (0, 1)),
+            rate       INTEGER NOT NULL DEFAULT 8000 CHECK (rate IN (8000, 16000, 48000)),
+            created_at REAL NOT NULL
+        );
         """,
     ),
 )
@@ -547,6 +582,8 @@ class Store:
                 ha1_sha256=ha1("SHA-256", name, realm, password),
                 created_at=created_at,
             )
+            if conn.execute("SELECT 1 FROM rooms WHERE number = ?", (name,)).fetchone():
+                raise AlreadyExists(f"{name!r} is already a conference room's number")
             try:
                 conn.execute(
                     "INSERT INTO users (name, display_name, ha1_md5, ha1_sha256, created_at)"
@@ -644,6 +681,45 @@ class Store:
         with self._write() as conn:
             if conn.execute("DELETE FROM trunks WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound(f"no trunk {name!r}")
+
+    # -- rooms ------------------------------------------------------------------------
+    def add_room(self, number: str, *, name: str | None = None, pin: str | None = None,
+                 record: bool = False, rate: int = 8000, now: float | None = None) -> RoomRecord:
+        """Add a conference room; its number may not be a user's name."""
+        if not _ROOM_NUMBER_RE.fullmatch(number):
+            raise InvalidInput(f"invalid room number {number!r}: must be 1-16 digits")
+        if pin is not None and not _PIN_RE.fullmatch(pin):
+            raise InvalidInput("invalid PIN: must be 1-12 digits")
+        if rate not in (8000, 16000, 48000):
+            raise InvalidInput(f"invalid rate {rate}: one of 8000, 16000, 48000")
+        if name is not None:
+            name = _no_controls(name, "room name", 128)
+        record_ = RoomRecord(number, name, pin, bool(record), rate,
+                             time.time() if now is None else now)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE name = ?", (number,)).fetchone():
+                raise AlreadyExists(f"{number!r} is already a user's number")
+            try:
+                conn.execute(
+                    "INSERT INTO rooms (number, name, pin, record, rate, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (number, name, pin, int(record_.record), rate, record_.created_at))
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"room {number!r} already exists") from None
+        return record_
+
+    def get_room(self, number: str) -> RoomRecord | None:
+        row = self._conn.execute("SELECT * FROM rooms WHERE number = ?", (number,)).fetchone()
+        return None if row is None else _room(row)
+
+    def list_rooms(self) -> list[RoomRecord]:
+        rows = self._conn.execute("SELECT * FROM rooms ORDER BY number").fetchall()
+        return [_room(row) for row in rows]
+
+    def remove_room(self, number: str) -> None:
+        with self._write() as conn:
+            if conn.execute("DELETE FROM rooms WHERE number = ?", (number,)).rowcount == 0:
+                raise NotFound(f"no room {number!r}")
 
     def trunk_for_number(self, number: str) -> tuple[TrunkRecord, str] | None:
         """The trunk a dialled number routes to, and the number to send it.
@@ -785,6 +861,11 @@ def _user(row: sqlite3.Row) -> UserRecord:
         ha1_sha256=row["ha1_sha256"],
         created_at=float(row["created_at"]),
     )
+
+
+def _room(row: sqlite3.Row) -> RoomRecord:
+    return RoomRecord(row["number"], row["name"], row["pin"], bool(row["record"]), row["rate"],
+                      row["created_at"])
 
 
 def _trunk(row: sqlite3.Row) -> TrunkRecord:

@@ -134,16 +134,13 @@ class LegStats:
 class MediaLeg:
     """One party's audio in a bridge: RTP in and out on its own port pair."""
 
-    def __init__(self, bridge: MediaBridge, leg_id: str, pair: PortPair, codec: CodecSpec,
-                 payload_type: int, dtmf_payload_type: int | None, *, peer: str = "",
-                 ptime_ms: int = 20) -> None:
+    def __init__(self, bridge: MediaBridge, leg_id: str, pair: PortPair,
+                 codec: CodecSpec | None, payload_type: int = 0,
+                 dtmf_payload_type: int | None = None, *, peer: str = "") -> None:
         self.bridge = bridge
         self.id = leg_id
         self.peer = peer
         self.pair = pair
-        self.codec = codec
-        self.payload_type = payload_type
-        self.dtmf_payload_type = dtmf_payload_type
         self.direction = "sendrecv"
         """The leg's own SDP direction: sendonly = it holds us (we stop sending)."""
         self.stats = LegStats()
@@ -152,31 +149,48 @@ class MediaLeg:
         self.latched: Address | None = None
         self.latched_rtcp: Address | None = None
         self.joined = False
-        frame_ts = codec.timestamp_step(ptime_ms)
-        self.jitter = JitterBuffer(codec.clock_rate, frame_ts)
-        self.decoder: Decoder = new_decoder(codec)
-        self.encoder: Encoder = new_encoder(codec, ptime_ms=ptime_ms)
-        self.frame_ts = frame_ts
-        rate = bridge.rate
-        self._down = Resampler(codec.sample_rate, rate) if codec.sample_rate != rate else None
-        self._up = Resampler(rate, codec.sample_rate) if codec.sample_rate != rate else None
         self.ssrc = secrets.randbits(32)
         self.seq = secrets.randbits(16)
         self.ts = secrets.randbits(32)
         self._marker = True
         self._rx_ssrc: int | None = None
-        self.rx = ReceiverStats(0, codec.clock_rate)
-        self.dtmf_in = DtmfReceiver(codec.clock_rate if dtmf_payload_type is not None else 8000)
         self._dtmf_out: deque[tuple[float, bytes, int, bool]] = deque()
         self._dtmf_started: float | None = None
         self._next_rtcp = time.monotonic() + RTCP_INTERVAL
         self._timed_out = False
-        self.created = time.monotonic()
+        self.created = bridge.engine.clock()
+        self.codec: CodecSpec | None = None
+        self.payload_type: int = payload_type
+        self.dtmf_payload_type: int | None = dtmf_payload_type
+        if codec is not None:
+            self.configure(codec, payload_type, dtmf_payload_type)
         loop = bridge.engine.loop
         self._rtp = BatchedUdpEndpoint(pair.rtp_sock, self._on_rtp, loop=loop,
                                        name=f"{leg_id}/rtp")
         self._rtcp = BatchedUdpEndpoint(pair.rtcp_sock, self._on_rtcp, loop=loop,
                                         name=f"{leg_id}/rtcp")
+
+    def configure(self, codec: CodecSpec, payload_type: int, dtmf_payload_type: int | None,
+                  ptime_ms: int = 20) -> None:
+        """Set (or change) the negotiated codec: a leg's port exists before its SDP answer."""
+        if self.codec is not None and (self.codec, self.payload_type,
+                                       self.dtmf_payload_type) == (
+                codec, payload_type, dtmf_payload_type):
+            return
+        self.codec = codec
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        frame_ts = codec.timestamp_step(ptime_ms)
+        self.frame_ts = frame_ts
+        self.jitter = JitterBuffer(codec.clock_rate, frame_ts)
+        self.decoder: Decoder = new_decoder(codec)
+        self.encoder: Encoder = new_encoder(codec, ptime_ms=ptime_ms)
+        rate = self.bridge.rate
+        self._down = Resampler(codec.sample_rate, rate) if codec.sample_rate != rate else None
+        self._up = Resampler(rate, codec.sample_rate) if codec.sample_rate != rate else None
+        self.rx = ReceiverStats(0, codec.clock_rate)
+        self._rx_ssrc = None
+        self.dtmf_in = DtmfReceiver(codec.clock_rate)
 
     # -- addressing ----------------------------------------------------------------------
     @property
@@ -204,6 +218,9 @@ class MediaLeg:
     def _on_rtp(self, batch: list[tuple[bytes, Any]]) -> None:
         now = self.bridge.engine.clock()
         stats = self.stats
+        codec = self.codec
+        if codec is None:
+            return  # no answer yet: nothing to decode it with
         for data, addr in batch:
             size = len(data)
             if size < 12 or data[0] & 0xC0 != 0x80:
@@ -241,7 +258,7 @@ class MediaLeg:
                     if self._rx_ssrc is not None:
                         stats.ssrc_changes += 1
                     self._rx_ssrc = ssrc
-                    self.rx = ReceiverStats(ssrc, self.codec.clock_rate)
+                    self.rx = ReceiverStats(ssrc, codec.clock_rate)
                 self.rx.update(seq, ts, now)
                 self.jitter.put(seq, ts, data[offset:end], now, ssrc=ssrc,
                                 marker=bool(second & 0x80))
@@ -264,15 +281,18 @@ class MediaLeg:
 
     def pull(self, now: float) -> Pcm | None:
         """This tick's audio from the leg at the bridge's rate, or None when it is silent."""
+        codec = self.codec
+        if codec is None:
+            return None
         frame = self.jitter.get(now)
         if frame.kind is FrameKind.AUDIO:
             try:
                 pcm = self.decoder.decode(frame.payload)
             except ValueError:
                 self.stats.invalid += 1
-                pcm = self.decoder.conceal(self.codec.samples_per_frame())
+                pcm = self.decoder.conceal(codec.samples_per_frame())
         elif frame.kind is FrameKind.MISSING:
-            pcm = self.decoder.conceal(self.codec.samples_per_frame())
+            pcm = self.decoder.conceal(codec.samples_per_frame())
         else:
             return None
         if self._down is not None:
@@ -286,6 +306,8 @@ class MediaLeg:
 
     def push(self, pcm: Pcm, now: float) -> None:
         """Send this tick's frame (what the leg may hear) as one RTP packet."""
+        if self.codec is None:
+            return
         dest = self.destination
         self.ts = (self.ts + self.frame_ts) & 0xFFFFFFFF
         if dest is None or self.direction in ("sendonly", "inactive"):
@@ -310,7 +332,7 @@ class MediaLeg:
 
     def send_dtmf(self, digit: str, duration_ms: int = 160) -> None:
         """Queue an RFC 4733 key press toward this leg (sent instead of audio meanwhile)."""
-        if self.dtmf_payload_type is None:
+        if self.dtmf_payload_type is None or self.codec is None:
             return
         sender = DtmfSender(self.codec.clock_rate)
         start_ts = (self.ts + self.frame_ts) & 0xFFFFFFFF
@@ -354,6 +376,9 @@ class MediaLeg:
         return now - (last if last is not None else self.created)
 
     def snapshot(self) -> dict[str, Any]:
+        if self.codec is None:
+            return {"leg_id": self.id, "peer": self.peer, "codec": None,
+                    "local_port": self.pair.rtp_port, **self.stats.as_dict()}
         j = self.jitter.stats
         return {
             "leg_id": self.id,
@@ -410,7 +435,7 @@ class MediaBridge:
         self.closed = False
 
     # -- legs ------------------------------------------------------------------------------------
-    def add_leg(self, leg_id: str, codec: CodecSpec, payload_type: int,
+    def add_leg(self, leg_id: str, codec: CodecSpec | None, payload_type: int = 0,
                 dtmf_payload_type: int | None = None, *, peer: str = "",
                 join: bool = True) -> MediaLeg:
         """A new leg with its own RTP port pair; ``join`` puts it in the mix at once."""
@@ -431,6 +456,8 @@ class MediaBridge:
         leg = self.legs[leg_id]
         if leg.joined:
             return
+        if leg.codec is None:
+            raise ValueError(f"leg {leg_id} has no codec yet: configure it before joining")
         leg.joined = True
         self.mixer.add(leg_id)
         if self.mixer.capacity > self._frames.shape[0]:

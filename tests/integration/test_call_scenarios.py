@@ -22,7 +22,6 @@ import pytest
 from bridges.events import Event, LegStateChanged, RegistrationChanged, SecurityAlert
 from hub.server import Hub
 from hub.store import BindingRecord
-from media.relay import Side
 from tests.integration.conftest import sip_port
 from tests.peers import scaled
 from tests.peers.baresip import PhoneFactory
@@ -241,7 +240,7 @@ def relay_range(hub: Hub) -> range:
 
 def assert_hub_idle(hub: Hub) -> None:
     assert hub.gateway.calls == {}, hub.gateway.calls
-    assert len(hub.relay) == 0, "every relay session is closed"
+    assert not hub.engine.bridges, "every media bridge is closed"
 
 
 @pytest.fixture(autouse=True)
@@ -272,7 +271,7 @@ async def test_ringing_and_early_media_reach_the_caller_through_the_relay(
     media = early.sdp_media
     assert media is not None, early.text
     host, port, _ = media
-    assert host == hub.relay.advertised_host
+    assert host == hub.engine.advertised_host
     assert port in relay_range(hub) and port != callee_port
     assert answer.sdp_media is not None and answer.sdp_media[:2] == (host, port)
     # And the callee was offered the relay's other side, not alice's own address.
@@ -371,7 +370,7 @@ async def test_hold_and_resume_pass_through_and_glare_gets_491(
     assert len({a[:2] for a in answers if a}) == 1, answers
     assert [a[2] for a in answers if a] == ["sendrecv", "recvonly", "sendrecv"]
     relay_a = answers[0]
-    assert relay_a is not None and relay_a[0] == hub.relay.advertised_host
+    assert relay_a is not None and relay_a[0] == hub.engine.advertised_host
     assert relay_a[1] in relay_range(hub) and relay_a[1] != bob.media_port
     # What bob saw: the hold and the resume, offering the relay's B side.
     offers = [m.sdp_media for m in trace(bob) if received("INVITE")(m)]
@@ -408,8 +407,8 @@ async def test_phones_hold_and_resume_each_other_through_the_relay(
     assert ongoing.b is not None and ongoing.b.leg is not None
     seen: list[Event] = []
     for holder, listener, holder_leg, listener_side in (
-        (alice, bob, ongoing.a_leg, Side.B),
-        (bob, alice, ongoing.b.leg, Side.A),
+        (alice, bob, ongoing.a_leg, ongoing.b.media),
+        (bob, alice, ongoing.b.leg, ongoing.a_media),
     ):
         since = listener.output_position()
         for command, direction, leg_state in (
@@ -423,9 +422,7 @@ async def test_phones_hold_and_resume_each_other_through_the_relay(
                 since=since,
             )
             since = offer.end()
-            assert (offer.group(1), int(offer.group(2))) == ongoing.relay.local_address(
-                listener_side
-            )
+            assert (offer.group(1), int(offer.group(2))) == listener_side.local_address
             await listener.wait_output(
                 r"\nSIP/2\.0 200 OK\r?\n[^\x1b]*?CSeq: \d+ INVITE", since=since
             )
@@ -440,7 +437,8 @@ async def test_phones_hold_and_resume_each_other_through_the_relay(
                 ),
             )
             seen.append(changed)
-        await wait_until(lambda: not ongoing.relay.held)  # once the answer is through
+        await wait_until(  # once the answer is through
+            lambda: all(leg.direction == "sendrecv" for leg in ongoing.media.legs.values()))
     await alice.hangup()
     await bob.wait_event("CALL_CLOSED")
     assert_hub_idle(hub)
@@ -633,7 +631,7 @@ async def test_stopping_the_hub_hangs_up_calls_in_progress(
     await alice.wait_event("CALL_CLOSED")
     await bob.wait_event("CALL_CLOSED")
     assert hub.gateway.calls == {}
-    assert len(hub.relay) == 0
+    assert not hub.engine.bridges
     await hub.stop()  # a second stop (the fixture's) changes nothing
     # With the hub gone the phones' un-REGISTER can only time out: don't wait for it.
     await asyncio.gather(alice.stop(timeout=scaled(0.3)), bob.stop(timeout=scaled(0.3)))
