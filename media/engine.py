@@ -50,6 +50,8 @@ Pcm = npt.NDArray[np.int16]
 Address = tuple[str, int]
 
 TICK = 0.020
+KEEPALIVE = 0.5
+"""Seconds between silent packets when nobody talks (silence suppression)."""
 RTCP_INTERVAL = 5.0
 _HEADER = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
@@ -159,6 +161,8 @@ class MediaLeg:
         self._next_rtcp = time.monotonic() + RTCP_INTERVAL
         self._timed_out = False
         self.created = bridge.engine.clock()
+        self._last_sent = 0.0
+        self._silent_payload: bytes | None = None
         self.codec: CodecSpec | None = None
         self.payload_type: int = payload_type
         self.dtmf_payload_type: int | None = dtmf_payload_type
@@ -191,6 +195,7 @@ class MediaLeg:
         self.rx = ReceiverStats(0, codec.clock_rate)
         self._rx_ssrc = None
         self.dtmf_in = DtmfReceiver(codec.clock_rate)
+        self._silent_payload = None
 
     # -- addressing ----------------------------------------------------------------------
     @property
@@ -321,11 +326,33 @@ class MediaLeg:
         if now >= self._next_rtcp:
             self._send_rtcp(now)
 
+    def push_silence(self, now: float) -> None:
+        """A tick with nothing to hear: no packet, but time moves on (RFC 3551 4.1).
+
+        A silent frame still goes out every ``KEEPALIVE`` seconds, so NATs and the
+        phone's own RTP timeout see the stream alive; the next packet after a gap
+        carries the marker bit (start of a talk spurt).
+        """
+        if self.codec is None:
+            return
+        self.ts = (self.ts + self.frame_ts) & 0xFFFFFFFF
+        self._marker = True
+        if now - self._last_sent >= KEEPALIVE:
+            dest = self.destination
+            if dest is not None and self.direction not in ("sendonly", "inactive"):
+                if self._silent_payload is None:
+                    self._silent_payload = self.encoder.encode(
+                        np.zeros(self.codec.samples_per_frame(), dtype=np.int16))
+                self._send(self.payload_type, self.ts, self._silent_payload, dest)
+        if now >= self._next_rtcp:
+            self._send_rtcp(now)
+
     def _send(self, pt: int, ts: int, payload: bytes, dest: Address, marker: bool = False) -> None:
         self.seq = (self.seq + 1) & 0xFFFF
         second = pt | (0x80 if (marker or self._marker) else 0)
         self._marker = False
         packet = _HEADER.pack(0x80, second, self.seq, ts, self.ssrc) + payload
+        self._last_sent = self.bridge.engine.clock()
         if self._rtp.send(packet, dest):
             self.stats.packets_out += 1
             self.stats.bytes_out += len(packet)
@@ -431,6 +458,8 @@ class MediaBridge:
         self._frames = np.zeros((self.mixer.capacity, self.samples), dtype=np.int16)
         self._active = np.zeros(self.mixer.capacity, dtype=bool)
         self._talker = TalkerDetector(self.mixer.capacity)
+        self._silence = np.zeros(self.samples, dtype=np.int16)
+        self._joined: list[tuple[MediaLeg, int]] = []
         self.talking: set[str] = set()
         self.closed = False
 
@@ -460,12 +489,18 @@ class MediaBridge:
             raise ValueError(f"leg {leg_id} has no codec yet: configure it before joining")
         leg.joined = True
         self.mixer.add(leg_id)
+        self._joined_changed()
         if self.mixer.capacity > self._frames.shape[0]:
             self._frames = np.zeros((self.mixer.capacity, self.samples), dtype=np.int16)
             self._active = np.zeros(self.mixer.capacity, dtype=bool)
             self._talker = TalkerDetector(self.mixer.capacity)
         if self.recorder is not None:
             self.recorder.leg_joined(leg_id, leg.peer, time.time())
+
+    def _joined_changed(self) -> None:
+        """The legs in the mix with their slots, built once per change, not per tick."""
+        self._joined = [(leg, self.mixer.slot(leg.id)) for leg in self.legs.values()
+                        if leg.joined]
 
     def remove_leg(self, leg_id: str) -> None:
         leg = self.legs.pop(leg_id, None)
@@ -474,7 +509,10 @@ class MediaBridge:
         if leg.joined:
             slot = self.mixer.slot(leg_id)
             self._talker.reset(slot)
+            self._active[slot] = False
+            self._frames[slot] = 0
             self.mixer.remove(leg_id)
+            self._joined_changed()
             if self.recorder is not None:
                 self.recorder.leg_left(leg_id, time.time())
         self.talking.discard(leg_id)
@@ -504,34 +542,61 @@ class MediaBridge:
         mixer = self.mixer
         frames = self._frames
         active = self._active
-        active[:] = False
-        joined = [leg for leg in self.legs.values() if leg.joined]
-        for leg in joined:
-            slot = mixer.slot(leg.id)
+        joined = self._joined
+        speaking = 0
+        for leg, slot in joined:
             pcm = leg.pull(now)
             if pcm is None or leg.direction in ("recvonly", "inactive"):
-                frames[slot] = 0
+                if active[slot]:
+                    frames[slot] = 0
+                    active[slot] = False
             else:
                 frames[slot] = pcm
                 active[slot] = True
-        out = mixer.mix(frames)
-        total = mixer.last_total
-        if self.players:
-            extra = self._read_players(self.players)
-            if extra is not None:
-                out += extra
-                total = total + extra
-        for leg in joined:
-            slot = mixer.slot(leg.id)
-            row = out[slot]
+                speaking += 1
+        if speaking == 0 and not self.players and not self.leg_players and not self.talking:
+            # Nobody says anything: everyone would hear silence. Send none (RFC 3551
+            # silence suppression, with a keep-alive), mix nothing.
+            for leg, _ in joined:
+                leg.push_silence(now)
+            if self.recorder is not None:
+                self.recorder.on_mix(self._silence, wall)
+            self._account(started)
+            return
+        if len(joined) == 2 and mixer.plain and not self.players:
+            # A two-party call: each hears the other, no need for the general mix.
+            (leg_a, slot_a), (leg_b, slot_b) = joined
+            out = frames
+            total: npt.NDArray[Any] = frames[slot_a].astype(np.int32) + frames[slot_b]
+            rows = {slot_a: frames[slot_b], slot_b: frames[slot_a]}
+        else:
+            out = mixer.mix(frames)
+            total = mixer.last_total
+            if self.players:
+                extra = self._read_players(self.players)
+                if extra is not None:
+                    out = np.clip(out.astype(np.int32) + extra, -32768, 32767).astype(np.int16)
+                    total = total + extra
+            rows = {slot: out[slot] for _, slot in joined}
+        for leg, slot in joined:
+            row = rows[slot]
             own = self.leg_players.get(leg.id)
             if own:
                 extra = self._read_players(own)
                 if extra is not None:
                     row = np.clip(row.astype(np.int32) + extra, -32768, 32767).astype(np.int16)
             leg.push(row, now)
-        changes = self._talker.update(frames, active, now) if joined else []
-        for slot, started_talking in changes:
+        self._detect_talkers(frames, active, now)
+        if self.recorder is not None:
+            mix = np.clip(total, -32768, 32767).astype(np.int16)
+            self.recorder.on_mix(mix, wall)
+            if self.record_legs:
+                for leg, slot in joined:
+                    self.recorder.on_leg(leg.id, frames[slot].copy(), wall)
+        self._account(started)
+
+    def _detect_talkers(self, frames: Pcm, active: npt.NDArray[np.bool_], now: float) -> None:
+        for slot, started_talking in self._talker.update(frames, active, now):
             leg_id = self._leg_at(slot)
             if leg_id is None:
                 continue
@@ -540,16 +605,13 @@ class MediaBridge:
             else:
                 self.talking.discard(leg_id)
             self.engine.emit(TalkerChanged(self.id, leg_id, started_talking))
-        if self.recorder is not None:
-            mix = np.clip(total, -32768, 32767).astype(np.int16)
-            self.recorder.on_mix(mix, wall)
-            if self.record_legs:
-                for leg in joined:
-                    self.recorder.on_leg(leg.id, frames[mixer.slot(leg.id)].copy(), wall)
+
+    def _account(self, started: float) -> None:
         spent = time.perf_counter() - started
         self.stats.ticks += 1
         self.stats.mix_seconds += spent
-        self.stats.max_tick_seconds = max(self.stats.max_tick_seconds, spent)
+        if spent > self.stats.max_tick_seconds:
+            self.stats.max_tick_seconds = spent
 
     def _read_players(self, players: list[Player]) -> Pcm | None:
         mixed: npt.NDArray[np.int32] | None = None

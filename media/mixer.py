@@ -50,6 +50,7 @@ class Mixer:
         self._gain = np.zeros(capacity, dtype=np.float32)
         self._dirty = True
         self._specials: list[tuple[int, list[int], list[int]]] = []
+        self._plain = True
         self._deaf = np.zeros(capacity, dtype=bool)
         self.last_total: npt.NDArray[np.float32] = np.zeros(frame_samples, dtype=np.float32)
         """What a listener hearing every default speaker heard in the last mix
@@ -166,6 +167,13 @@ class Mixer:
             return False
         return True
 
+    @property
+    def plain(self) -> bool:
+        """No relation but the default: everyone hears everyone else."""
+        if self._dirty:
+            self._prepare()
+        return self._plain
+
     # -- mixing ------------------------------------------------------------------------
     def _prepare(self) -> None:
         gain = self._gain
@@ -197,6 +205,8 @@ class Mixer:
                     if ts is not None and not ts.deaf and leg_id not in ts.not_hearing:
                         specials.setdefault(t, ([], []))[0].append(index)
         self._specials = [(i, plus, minus) for i, (plus, minus) in specials.items()]
+        self._plain = not specials and not self._deaf.any() and not self.floor_mode and all(
+            gain[i] for i in self._slots.values())
         self._dirty = False
 
     def mix(self, frames: npt.NDArray[np.int16] | npt.NDArray[np.float32]) -> Pcm:

@@ -6,6 +6,7 @@ and either returns a typed object or raises :class:`ParseError` saying what is w
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ MAGIC_COOKIE = "z9hG4bK"
 
 def split_commas(value: str) -> Iterator[str]:
     """Split a list header on commas outside quotes and angle brackets."""
+    if '"' not in value and "<" not in value:
+        # The common case (Via, Allow, Supported): no quoting to respect.
+        for part in value.split(","):
+            yield part.strip()
+        return
     depth = 0
     quoted = False
     start = 0
@@ -129,6 +135,13 @@ class NameAddr:
 
 
 def parse_name_addr(value: str) -> NameAddr:
+    """Parse From/To/Contact/Route values. The same value is parsed once: a message
+    is handled by several layers, each asking for its From and To."""
+    return _parse_name_addr_cached(value).copy()
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_name_addr_cached(value: str) -> NameAddr:
     text = value.strip()
     if not text:
         raise ParseError("empty address")
@@ -216,6 +229,12 @@ _VIA_PROTO = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(.*)
 
 
 def parse_via(value: str) -> Via:
+    cached = _parse_via_cached(value)
+    return Via(cached.transport, cached.host, cached.port, dict(cached.params))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_via_cached(value: str) -> Via:
     text = re.sub(r"\([^)]*\)", "", value).strip()  # comments carry nothing we use
     m = _VIA_PROTO.match(text)
     if not m:
@@ -240,6 +259,7 @@ class CSeq:
 _CSEQ = re.compile(r"^\s*([0-9]{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)\s*$")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_cseq(value: str) -> CSeq:
     m = _CSEQ.match(value)
     if not m or int(m.group(1)) > 0xFFFFFFFF:

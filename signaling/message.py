@@ -8,6 +8,7 @@ message relayed unchanged keeps every byte of the headers we do not understand.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -87,7 +88,9 @@ REASONS = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
+    """The usual spelling of a header name (compact forms expanded)."""
     lname = name.lower()
     if len(lname) == 1 and lname in COMPACT_FORMS:
         return COMPACT_FORMS[lname]

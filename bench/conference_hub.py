@@ -1,0 +1,113 @@
+"""The hub side of bench/bench_conference.py: a MediaEngine in a process of its own.
+
+Started by the bench as ``taskset -c 0 .venv/bin/python bench/conference_hub.py``.
+uvloop, one :class:`media.engine.MediaEngine`, bridges at 8 kHz, PCMU legs on their
+own RTP/RTCP port pairs (media.ports, 4 MB receive buffers) whose remote is the load
+generator. Driven by JSON lines on stdin, answers JSON lines on stdout:
+
+- ``{"op": "add", "legs": [{"room": "r0", "remote": port, "rtcp": port}, ...]}``:
+  creates the rooms it does not know yet and one leg per entry; answers the legs'
+  RTP ports in the same order;
+- ``{"op": "stats"}``: the engine's counters and, per leg, what its jitter buffer
+  saw (packets in, concealed, late, dropped): the hub's own view of its input;
+- ``{"op": "quit"}``.
+
+Its CPU is read by the bench from /proc/PID/stat, not reported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from media.codecs import PCMU  # noqa: E402
+from media.engine import MediaEngine  # noqa: E402
+from media.ports import PortAllocator  # noqa: E402
+
+
+async def serve(port_min: int, port_max: int) -> None:
+    loop = asyncio.get_running_loop()
+    engine = MediaEngine(PortAllocator("127.0.0.1", port_min, port_max),
+                         advertised_host="127.0.0.1", loop=loop, rtp_timeout=3600)
+    done = loop.create_future()
+    legs: list[Any] = []
+    inbuf = bytearray()
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def handle(cmd: dict[str, Any]) -> None:
+        op = cmd["op"]
+        if op == "add":
+            ports = []
+            for spec in cmd["legs"]:
+                room = str(spec["room"])
+                bridge = engine.bridges.get(room) or engine.create_bridge(room, 8000)
+                leg = bridge.add_leg(f"leg{len(legs)}", PCMU, 0, 101, peer="load")
+                leg.set_remote("127.0.0.1", int(spec["remote"]), int(spec.get("rtcp") or 0)
+                               or None)
+                legs.append(leg)
+                ports.append(leg.pair.rtp_port)
+            reply({"ports": ports})
+        elif op == "stats":
+            per_leg = []
+            for leg in legs:
+                j = leg.jitter.stats
+                per_leg.append([leg.stats.packets_in, j.lost + j.underruns, j.late, j.dropped,
+                                leg.stats.packets_out])
+            mix = [b.snapshot() for b in engine.bridges.values()]
+            reply({"engine": engine.snapshot(), "legs": per_leg,
+                   "mix_us_avg": max((m["mix_us_avg"] for m in mix), default=0),
+                   "mix_us_max": max((m["mix_us_max"] for m in mix), default=0)})
+        elif op == "quit":
+            if not done.done():
+                done.set_result(None)
+
+    def on_stdin() -> None:
+        try:
+            chunk = os.read(sys.stdin.fileno(), 1 << 20)
+        except BlockingIOError:
+            return
+        if not chunk:
+            if not done.done():
+                done.set_result(None)
+            return
+        inbuf.extend(chunk)
+        while b"\n" in inbuf:
+            line, _, rest = bytes(inbuf).partition(b"\n")
+            inbuf[:] = rest
+            try:
+                handle(json.loads(line))
+            except Exception as exc:  # report, keep serving
+                reply({"error": repr(exc)})
+
+    os.set_blocking(sys.stdin.fileno(), False)
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
+    reply({"ready": True, "pid": os.getpid()})
+    try:
+        await done
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+        engine.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port-min", type=int, default=40000)
+    parser.add_argument("--port-max", type=int, default=45999)
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.run(serve(args.port_min, args.port_max))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
