@@ -77,6 +77,28 @@ class SecurityAlert(Event):
     """What happened (auth failures, scanner)."""
 
 
+@dataclass(frozen=True, slots=True)
+class TalkerChanged(Event):
+    bridge_id: str
+    """The bridge."""
+    leg_id: str
+    """Who started or stopped talking."""
+    talking: bool
+    """True at the start of a talk spurt, False after its hang time."""
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfPressed(Event):
+    bridge_id: str
+    """The bridge."""
+    leg_id: str
+    """Who pressed."""
+    digit: str
+    """0-9, *, #, A-D."""
+    duration_ms: int
+    """How long the key was held."""
+
+
 Subscriber = Callable[[Event], None]
 
 

@@ -20,9 +20,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridges.events import EventBus, RegistrationChanged, SecurityAlert
+from bridges.events import DtmfPressed, EventBus, RegistrationChanged, SecurityAlert
+from bridges.events import TalkerChanged as BusTalkerChanged
 from bridges.model import Bridge, Leg, LegState
-from media.engine import DtmfReceived, LegTimedOut, MediaBridge, MediaEngine, MediaEvent, MediaLeg
+from media.engine import (
+    DtmfReceived,
+    LegTimedOut,
+    MediaBridge,
+    MediaEngine,
+    MediaEvent,
+    MediaLeg,
+    TalkerChanged,
+)
+from media.tones import Player, music_on_hold
 from signaling.dialog import Dialog, DialogState, dialog_id_of_request, new_call_id, new_tag
 from signaling.digest import DigestServer
 from signaling.errors import ParseError
@@ -109,6 +119,7 @@ class Call:
     state: str = "routing"  # routing -> ringing -> answered -> ended
     ring_timer: asyncio.TimerHandle | None = None
     pending: PendingReinvite | None = None
+    moh: Player | None = None
     created: float = field(default_factory=time.monotonic)
     answered_at: float | None = None
     early_media: bool = False
@@ -740,10 +751,18 @@ class SipGateway:
         leg = call.a_leg if side == "a" else (call.b.leg if call.b else None)
         if leg is None:
             return
+        other = call.b.media if side == "a" and call.b else call.a_media
         if direction in ("sendonly", "inactive") and leg.state is LegState.UP:
             leg.set_state(LegState.HELD, direction)
+            # The held party hears music, not dead air.
+            if call.moh is None and other.joined:
+                call.moh = call.media.play(music_on_hold(call.media.rate), leg_id=other.id,
+                                           loop=True)
         elif direction in ("sendrecv", "recvonly") and leg.state is LegState.HELD:
             leg.set_state(LegState.UP, "resumed")
+            if call.moh is not None:
+                call.media.stop_player(call.moh)
+                call.moh = None
 
     def _side_media(self, call: Call, side: str) -> tuple[MediaLeg | None, SdpSession | None]:
         if side == "a":
@@ -803,6 +822,13 @@ class SipGateway:
 
     def on_media_event(self, event: MediaEvent) -> None:
         """Events from the conference engine: DTMF is passed on, dead legs end calls."""
+        if isinstance(event, TalkerChanged):
+            self.bus.publish(BusTalkerChanged(bridge_id=event.bridge_id, leg_id=event.leg_id,
+                                              talking=event.talking))
+            return
+        if isinstance(event, DtmfReceived):
+            self.bus.publish(DtmfPressed(bridge_id=event.bridge_id, leg_id=event.leg_id,
+                                         digit=event.digit, duration_ms=event.duration_ms))
         if self.rooms.owns_bridge(event.bridge_id):
             self.rooms.on_media_event(event)
             return

@@ -39,7 +39,15 @@ from .jitter import FrameKind, JitterBuffer
 from .mixer import Mixer
 from .ports import PortAllocator, PortPair
 from .resample import Resampler
-from .rtcp import ReceiverStats, build_compound, build_rr, build_sdes, build_sr, ntp_from_unix
+from .rtcp import (
+    ReceiverStats,
+    build_bye,
+    build_compound,
+    build_rr,
+    build_sdes,
+    build_sr,
+    ntp_from_unix,
+)
 from .talker import TalkerDetector
 from .tones import Player
 from .udp import BatchedUdpEndpoint
@@ -423,6 +431,12 @@ class MediaLeg:
         }
 
     def close(self) -> None:
+        dest = self.latched_rtcp or self.remote_rtcp
+        if dest is not None and self.codec is not None and self.stats.packets_out:
+            # RFC 3550 6.6: say goodbye, so the other end stops waiting for us.
+            packet = build_compound([build_rr(self.ssrc, []), build_bye(self.ssrc, "leg ended")])
+            self._rtcp.send(packet, dest)
+        log.info("leg %s (%s) closed: %s", self.id, self.peer, self.snapshot())
         self._rtp.close()
         self._rtcp.close()
         self.bridge.engine.ports.release(self.pair)

@@ -296,3 +296,14 @@ class Player:
     def __len__(self) -> int:
         """Frames in one pass over the buffer."""
         return math.ceil(self._data.size / self.frame_samples)
+
+
+def music_on_hold(rate: int, *, level_dbfs: float = -24.0) -> Pcm:
+    """A soft, looping phrase for a caller on hold (generated: no file to ship).
+
+    A slow arpeggio of a major chord and a pause, five seconds; play it looped.
+    """
+    notes = (261.63, 329.63, 392.0, 523.25, 392.0, 329.63)
+    phrase = [tone(f, 600, rate, level_dbfs=level_dbfs, ramp_ms=60) for f in notes]
+    phrase.append(silence(1400, rate))
+    return np.concatenate(phrase)
