@@ -28,8 +28,10 @@ def write_tone_wav(
     seconds: float,
     rate: int = 8000,
     amplitude: float = 0.5,
+    channels: int = 1,
 ) -> Path:
-    """Write a mono 16-bit PCM WAV of a sine tone; ``amplitude`` is a fraction of full scale."""
+    """Write a 16-bit PCM WAV of a sine tone (the same in every channel); ``amplitude`` is
+    a fraction of full scale."""
     if not 0.0 <= amplitude <= 1.0:
         raise ValueError(f"amplitude must be within 0..1, got {amplitude}")
     if freq_hz < 0 or freq_hz >= rate / 2:
@@ -38,8 +40,10 @@ def write_tone_wav(
         raise ValueError(f"seconds must be positive, got {seconds}")
     t = np.arange(round(seconds * rate), dtype=np.float64) / rate
     samples = np.round(amplitude * 32767.0 * np.sin(2.0 * np.pi * freq_hz * t)).astype("<i2")
+    if channels > 1:
+        samples = np.repeat(samples, channels)
     with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
+        out.setnchannels(channels)
         out.setsampwidth(2)
         out.setframerate(rate)
         out.writeframes(samples.tobytes())

@@ -312,14 +312,17 @@ class BaresipPhone:
         lines = [f"{key:<18}{value}" for key, value in self.config_lines().items()]
         lines += [
             f"module            {name}"
-            for name in ("g711.so", "aufile.so", "alsa.so", "sndfile.so", "ctrl_tcp.so")
+            for name in ("g711.so", "g722.so", "opus.so", "aufile.so", "alsa.so", "sndfile.so",
+                         "ctrl_tcp.so")
         ]
         # menu.so gives the ctrl commands; stdio.so would want a terminal.
         lines += ["module_tmp        account.so", "module_app        menu.so"]
         self.config_path.write_text("\n".join(lines) + "\n")
         self.accounts_path.write_text(self.account_line() + "\n")
         if self._own_mic:
-            write_tone_wav(self.mic_wav, self.tone_hz, self.tone_seconds)
+            # baresip's Opus runs its pipeline in stereo, and aufile wants a file to match.
+            channels = 2 if "opus" in self.codecs.lower() else 1
+            write_tone_wav(self.mic_wav, self.tone_hz, self.tone_seconds, channels=channels)
 
     # ------------------------------------------------------------------ lifecycle
 
