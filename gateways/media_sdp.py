@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from media.codecs import CodecSpec, find_codec
+from media.engine import MediaLeg
 from signaling.errors import ParseError
 from signaling.message import Request, Response
 from signaling.sdp import (
@@ -171,3 +172,10 @@ class SdpSession:
     @staticmethod
     def read_offer(offer: bytes) -> Negotiated:
         return negotiated(parse_sdp(offer))
+
+
+def apply_negotiated(leg: MediaLeg, neg: Negotiated) -> None:
+    """Point a media leg at what its SDP negotiated (codec, address, direction)."""
+    leg.configure(neg.codec, neg.payload_type, neg.dtmf_payload_type)
+    leg.set_remote(neg.host, neg.port, neg.rtcp_port)
+    leg.set_direction(neg.direction)

@@ -29,7 +29,7 @@ from signaling.message import Request, make_response
 from signaling.transaction import Address, ServerTransaction, new_branch
 from signaling.transport import SipTransport
 
-from .media_sdp import Negotiated, SdpSession, extract_sdp
+from .media_sdp import SdpSession, apply_negotiated, extract_sdp
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class RoomManager:
         self.sessions: dict[str, RoomSession] = {}
         self._by_bridge: dict[str, RoomSession] = {}
         self._dialogs: dict[tuple[str, str, str], Member] = {}
+        self.on_close: Callable[[MediaBridge, str], None] | None = None
+        """Told before a session's bridge closes (to release legs dialled into it)."""
 
     # -- joining --------------------------------------------------------------------------
     def join(self, tx: ServerTransaction, request: Request, caller: str, room: Any,
@@ -106,7 +108,7 @@ class RoomManager:
             if created:
                 self._close(session, "bad sdp")
             return
-        _apply(media, neg)
+        apply_negotiated(media, neg)
         dialog = Dialog.from_uas(request, tx.to_tag)
         member = Member(session, leg, media, sdp, dialog, tx.source, tx, caller)
         session.members[leg.id] = member
@@ -229,7 +231,7 @@ class RoomManager:
             except ParseError as exc:
                 self._reply(tx, 488, exc.reason)
                 return True
-            _apply(member.media, neg)
+            apply_negotiated(member.media, neg)
             member.dialog.update_target(request)
             if neg.direction in ("sendonly", "inactive") and member.leg.state is LegState.UP:
                 member.leg.set_state(LegState.HELD, neg.direction)
@@ -279,11 +281,19 @@ class RoomManager:
             session.media.play(leave_beep(session.media.rate))
 
     def _close(self, session: RoomSession, reason: str) -> None:
+        if self.on_close is not None:
+            self.on_close(session.media, reason)
         self.sessions.pop(session.number, None)
         self._by_bridge.pop(session.bridge.id, None)
         session.media.close()
         session.bridge.close(reason)
         log.info("room %s closed (%s)", session.number, reason)
+
+    def kick(self, leg_id: str, session: RoomSession) -> None:
+        """Release one member (强拆)."""
+        member = session.members.get(leg_id)
+        if member is not None:
+            self._hang_up(member, "kicked")
 
     def shutdown(self) -> None:
         for session in list(self.sessions.values()):
@@ -305,11 +315,6 @@ class RoomManager:
         self.transport.respond(tx, make_response(tx.request, status, reason,
                                                  to_tag=tx.to_tag or None, headers=headers))
 
-
-def _apply(leg: MediaLeg, neg: Negotiated) -> None:
-    leg.configure(neg.codec, neg.payload_type, neg.dtmf_payload_type)
-    leg.set_remote(neg.host, neg.port, neg.rtcp_port)
-    leg.set_direction(neg.direction)
 
 
 def recorder_factory(index: Any, data_dir: Path, io: Any,

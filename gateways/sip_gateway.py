@@ -54,7 +54,8 @@ from signaling.transaction import (
 from signaling.transport import SipTransport
 from signaling.uri import SipUri
 
-from .media_sdp import Negotiated, SdpSession, extract_sdp
+from .media_sdp import Negotiated, SdpSession, apply_negotiated, extract_sdp
+from .originate import Originator, OutboundLeg
 from .rooms import RoomManager
 from .routing import Route, Target
 from .security import AuthThrottle, is_scanner
@@ -155,8 +156,13 @@ class SipGateway:
         self.throttle = throttle or AuthThrottle()
         self.ring_timeout = ring_timeout
         self.clock = clock
+        self.originator = Originator(transport, self.resolve,
+                                     lambda: self.engine.advertised_host)
+        self.media_listeners: list[Callable[[MediaEvent], None]] = []
+        """Owners of other bridges (dispatch calls) hear the engine's events here."""
         self.rooms = RoomManager(transport=transport, engine=engine, bus=bus,
                                  recorder_factory=recorder_factory)
+        self.rooms.on_close = self.originator.hang_up_bridge
         self.calls: dict[str, Call] = {}
         self._by_bridge: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str, str], tuple[Call, str]] = {}
@@ -340,7 +346,7 @@ class SipGateway:
             bridge.close("no media")
             self._reply(tx, 503, "No media ports available")
             return
-        _apply(a_media, neg)
+        apply_negotiated(a_media, neg)
         media_bridge.join(a_leg.id)
         a_dialog = Dialog.from_uas(request, tx.to_tag) if request.contacts else Dialog(
             call_id=request.call_id, local_tag=tx.to_tag,
@@ -373,6 +379,10 @@ class SipGateway:
         number = _dialled(request)
         if not number:
             return Route(status=404, reason="No user in the Request-URI")
+        return self.resolve(number)
+
+    def resolve(self, number: str) -> Route:
+        """Where a user name or number can be reached now: its contacts, or a trunk."""
         user = self.store.get_user(number)  # type: ignore[attr-defined]
         if user is not None:
             bindings = self.store.bindings(number, self.clock())  # type: ignore[attr-defined]
@@ -435,6 +445,13 @@ class SipGateway:
     # -- responses on side B ----------------------------------------------------------------------
     def _on_response(self, tx: ClientTransaction, response: Response) -> None:
         ctx = tx.context
+        if self.originator.owns(ctx):
+            self.originator.on_response(ctx, tx, response)
+            return
+        if isinstance(ctx, tuple) and len(ctx) == 2 and ctx[0] == "reinvite" and isinstance(
+                ctx[1], OutboundLeg):
+            self.originator.on_reinvite_response(ctx[1], tx, response)
+            return
         if isinstance(ctx, tuple) and len(ctx) == 2 and isinstance(ctx[1], Branch):
             call, branch = ctx
             if tx.request.method == "INVITE":
@@ -465,7 +482,7 @@ class SipGateway:
             if answer is not None and call.b is None:
                 neg = _read_answer(branch.sdp, answer)
                 if neg is not None:
-                    _apply(branch.media, neg)
+                    apply_negotiated(branch.media, neg)
                     call.media.join(branch.media.id)
                     body = call.a_answer
                     call.early_media = True
@@ -517,7 +534,7 @@ class SipGateway:
         self.stats["answered"] += 1
         if call.ring_timer is not None:
             call.ring_timer.cancel()
-        _apply(branch.media, neg)
+        apply_negotiated(branch.media, neg)
         call.media.join(branch.media.id)
         self._dialogs[(dialog.call_id, dialog.local_tag, dialog.remote_tag)] = (call, "b")
         for other in call.branches:
@@ -615,6 +632,8 @@ class SipGateway:
     def _in_dialog(self, tx: ServerTransaction, request: Request) -> None:
         if self.rooms.handle_in_dialog(tx, request):
             return
+        if self.originator.handle_in_dialog(tx, request, self._reply):
+            return
         key = dialog_id_of_request(request)
         found = self._dialogs.get(key) if key is not None else None
         if found is None:
@@ -669,7 +688,7 @@ class SipGateway:
                 except ParseError as exc:
                     self._reply(tx, 488, exc.reason)
                     return
-                _apply(my_media, neg)
+                apply_negotiated(my_media, neg)
                 self._update_hold(call, side, neg.direction)
                 # The other side learns of the hold: we offer it what the requester asked.
                 held = neg.direction if neg.direction in ("sendonly", "inactive") else "sendrecv"
@@ -723,7 +742,7 @@ class SipGateway:
             if answer is not None and ans_media is not None and ans_sdp is not None:
                 neg = _read_answer(ans_sdp, answer)
                 if neg is not None:
-                    _apply(ans_media, neg)
+                    apply_negotiated(ans_media, neg)
             body = pending.answer
         elif code < 300:
             body = response.body
@@ -813,6 +832,7 @@ class SipGateway:
         self.transport.endpoint.layer.stop_2xx_retransmission(call.a_tx)
         if call.pending is not None and call.pending.timer is not None:
             call.pending.timer.cancel()
+        self.originator.hang_up_bridge(call.media, reason)
         call.media.close()
         call.bridge.close(reason)
         self._by_bridge.pop(call.bridge.id, None)
@@ -834,6 +854,8 @@ class SipGateway:
             return
         call = self._by_bridge.get(event.bridge_id)
         if call is None:
+            for listener in self.media_listeners:
+                listener(event)
             return
         if isinstance(event, LegTimedOut):
             if call.state == "answered":
@@ -856,6 +878,8 @@ class SipGateway:
                 ctx.log.info("caller never ACKed our 200: ending")
                 self.hangup(ctx, "no ack")
             return
+        if self.originator.on_timeout(ctx):
+            return
         if isinstance(ctx, tuple) and len(ctx) == 2 and isinstance(ctx[1], Branch):
             call, branch = ctx
             if tx.request.method == "INVITE" and not branch.final:
@@ -873,6 +897,8 @@ class SipGateway:
         # A 2xx retransmitted after its transaction ended: ACK it again (RFC 3261 13.2.2.4).
         if not (200 <= response.status < 300) or response.cseq.method != "INVITE":
             return
+        if self.originator.on_stray_2xx(response):
+            return
         for call in self.calls.values():
             b = call.b
             if b is not None and b.dialog is not None and b.dialog.call_id == response.call_id:
@@ -883,6 +909,7 @@ class SipGateway:
         for call in list(self.calls.values()):
             self.hangup(call, "shutdown")
         self.rooms.shutdown()
+        self.originator.shutdown()
 
 
 def _dialled(request: Request) -> str | None:
@@ -905,12 +932,6 @@ def _read_answer(sdp: SdpSession, body: bytes) -> Negotiated | None:
         log.info("unusable SDP answer: %s", exc)
         return None
 
-
-def _apply(leg: MediaLeg, neg: Negotiated) -> None:
-    """Point a media leg at what its SDP negotiated."""
-    leg.configure(neg.codec, neg.payload_type, neg.dtmf_payload_type)
-    leg.set_remote(neg.host, neg.port, neg.rtcp_port)
-    leg.set_direction(neg.direction)
 
 
 def _best_failure(codes: list[int]) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 from bridges.events import EventBus
 from console.app import create_app
 from console.http import HttpServer, start_http
+from dispatch.calls import CallService
 from gateways.rooms import recorder_factory
 from gateways.security import AuthThrottle
 from gateways.sip_gateway import SipGateway
@@ -76,6 +77,7 @@ class Hub:
     started: float
     recordings: RecordingIndex
     disk: DiskWriter
+    calls: CallService
     stopped: bool = False
 
     def health(self) -> dict[str, Any]:
@@ -98,6 +100,7 @@ class Hub:
         if self.stopped:
             return
         self.stopped = True
+        self.calls.shutdown()
         await self.gateway.shutdown()
         await asyncio.sleep(0.2)
         await self.http.stop()
@@ -132,6 +135,8 @@ async def start(config: ServeConfig) -> Hub:
                          recorder_factory=recorder_factory(
                              recordings, config.data_dir, disk,
                              segment_seconds=config.recording_segment_seconds))
+    calls = CallService(gateway, bus, recorder_factory=recorder_factory(
+        recordings, config.data_dir, disk, segment_seconds=config.recording_segment_seconds))
     engine.on_event = gateway.on_media_event
     endpoint.request_filter = gateway.request_filter
     transport.handler = gateway.handle
@@ -155,7 +160,7 @@ async def start(config: ServeConfig) -> Hub:
         store.close()
         raise
     hub = Hub(config, store, bus, endpoint, transport, engine, gateway, http, addresses,
-              time.time(), recordings, disk)
+              time.time(), recordings, disk, calls)
     hub_ref.append(hub)
     return hub
 

@@ -1,0 +1,486 @@
+"""Dispatch calls: what a dispatcher starts with one click, and what can be done to it.
+
+A :class:`DispatchCall` owns a bridge and the legs the hub dialled for it:
+
+- ``single``: one party;
+- ``group``: every member rings at once; whoever answers joins the bridge;
+- ``broadcast``: members are dialled with auto-answer and hear only the floor holder
+  (the dispatcher once joined; nobody else is heard);
+- ``rollcall``: members are called one after another, each hears two beeps and
+  confirms with ``1``; the outcome table says who confirmed.
+
+Calls the hub did not place (a phone calling a phone, a room) are reachable too, so
+barge-in, monitor and whisper work on any live call: the dispatcher's own leg (a
+named phone) is dialled into that call's bridge with the relation asked for.
+Every change is an event on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bridges.events import Event, EventBus
+from bridges.model import Bridge
+from gateways.originate import OutboundLeg, Outcome
+from gateways.sip_gateway import SipGateway
+from media.engine import DtmfReceived, LegTimedOut, MediaBridge, MediaEvent
+from media.tones import Player, music_on_hold, silence, tone
+
+log = logging.getLogger(__name__)
+
+ROLLCALL_CONFIRM_S = 15.0
+MODES = ("single", "group", "broadcast", "rollcall")
+LEG_ACTIONS = ("mute", "unmute", "deafen", "undeafen", "kick", "hold", "resume")
+
+
+class CallError(Exception):
+    """A refused request; ``status`` is the HTTP status it maps to."""
+
+    status = 400
+    error_id = "call-error"
+
+
+class CallNotFound(CallError):
+    status = 404
+    error_id = "not-found"
+
+
+class CallConflict(CallError):
+    status = 409
+    error_id = "conflict"
+
+
+class CallInvalid(CallError):
+    status = 422
+    error_id = "invalid-input"
+
+
+@dataclass(frozen=True, slots=True)
+class CallChanged(Event):
+    call: dict[str, Any]
+    """The call's whole state (as ``GET /api/calls/{id}`` gives it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(Event):
+    call_id: str
+    """The call that ended."""
+    reason: str
+    """Why."""
+
+
+class Relation(enum.Enum):
+    MEMBER = "member"
+    BARGE = "barge"
+    MONITOR = "monitor"
+    WHISPER = "whisper"
+
+
+@dataclass(eq=False)
+class DispatchLeg:
+    target: str
+    out: OutboundLeg | None
+    relation: Relation = Relation.MEMBER
+    whisper_to: str | None = None
+    muted: bool = False
+    deaf: bool = False
+    held: bool = False
+    confirmed: bool | None = None
+    """Roll call: True once the member pressed 1, False if they never did."""
+    moh: Player | None = None
+
+    @property
+    def id(self) -> str:
+        return self.out.id if self.out else f"pending-{self.target}"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.out
+        return {
+            "leg_id": self.id,
+            "target": self.target,
+            "state": out.leg.state.value if out else "new",
+            "outcome": out.outcome.value if out else "pending",
+            "status": out.status if out else 0,
+            "relation": self.relation.value,
+            "whisper_to": self.whisper_to,
+            "muted": self.muted,
+            "deaf": self.deaf,
+            "held": self.held,
+            "confirmed": self.confirmed,
+        }
+
+
+@dataclass(eq=False)
+class DispatchCall:
+    id: str
+    mode: str
+    targets: list[str]
+    bridge: Bridge
+    media: MediaBridge
+    operator: str | None
+    record: bool
+    legs: dict[str, DispatchLeg] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    ended: float | None = None
+    recording_id: str | None = None
+    incident_id: str | None = None
+    queue: list[str] = field(default_factory=list)
+    """Roll call: members not called yet."""
+    current: DispatchLeg | None = None
+    confirm_timer: asyncio.TimerHandle | None = None
+    owned: bool = True
+    """False for a call the hub did not place (a SIP call we barge into)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "mode": self.mode,
+            "targets": self.targets,
+            "bridge_id": self.bridge.id,
+            "state": "ended" if self.ended else "active",
+            "operator": self.operator,
+            "record": self.record,
+            "recording_id": self.recording_id,
+            "incident_id": self.incident_id,
+            "created": self.created,
+            "ended": self.ended,
+            "legs": [leg.as_dict() for leg in self.legs.values()],
+            "talking": sorted(self.media.talking),
+        }
+
+
+class CallService:
+    """Places, tracks and controls dispatch calls."""
+
+    def __init__(self, gateway: SipGateway, bus: EventBus, *,
+                 recorder_factory: Callable[[str, int], Any] | None = None,
+                 ring_timeout: float = 30.0) -> None:
+        self.gateway = gateway
+        self.engine = gateway.engine
+        self.bus = bus
+        self.recorder_factory = recorder_factory
+        self.ring_timeout = ring_timeout
+        self.calls: dict[str, DispatchCall] = {}
+        self._by_bridge: dict[str, DispatchCall] = {}
+        self._ids = itertools.count(1)
+        gateway.media_listeners.append(self._on_media_event)
+
+    # -- creating ------------------------------------------------------------------------------
+    def create(self, targets: list[str], mode: str = "group", *, record: bool = False,
+               operator: str | None = None, rate: int = 8000) -> DispatchCall:
+        if mode not in MODES:
+            raise CallInvalid(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        names = [t.strip() for t in targets if isinstance(t, str) and t.strip()]
+        if not names or len(names) != len(targets):
+            raise CallInvalid("targets must be a non-empty list of names or numbers")
+        if len(set(names)) != len(names):
+            raise CallInvalid("targets must not repeat")
+        if mode == "single" and len(names) != 1:
+            raise CallInvalid("a single call has exactly one target")
+        unknown = [n for n in names if not self.gateway.resolve(n).targets
+                   and self.gateway.resolve(n).status == 404]
+        if unknown:
+            raise CallInvalid(f"unknown user or number: {', '.join(unknown)}")
+        call_id = f"D{next(self._ids)}"
+        bridge = Bridge(self.bus, "dispatch")
+        media = self.engine.create_bridge(bridge.id, rate)
+        call = DispatchCall(call_id, mode, names, bridge, media, operator, record)
+        self.calls[call_id] = call
+        self._by_bridge[bridge.id] = call
+        if record:
+            self._start_recording(call)
+        if mode == "broadcast":
+            # One way: only the floor holder is heard (nobody until a dispatcher joins).
+            media.mixer.set_floor(True, None)
+        if mode == "rollcall":
+            call.queue = list(names)
+            self._next_rollcall(call)
+        else:
+            for name in names:
+                self._dial(call, name, auto_answer=mode == "broadcast")
+        log.info("%s: %s call to %s by %s", call_id, mode, ", ".join(names), operator)
+        self._changed(call)
+        return call
+
+    def _dial(self, call: DispatchCall, name: str, *, auto_answer: bool = False,
+              relation: Relation = Relation.MEMBER, whisper_to: str | None = None,
+              join: bool = True) -> DispatchLeg:
+        dleg = DispatchLeg(name, None, relation=relation, whisper_to=whisper_to)
+
+        def changed(out: OutboundLeg) -> None:
+            self._leg_changed(call, dleg, out)
+
+        dleg.out = self.gateway.originator.dial(
+            name, call.bridge, call.media, on_change=changed, ring_timeout=self.ring_timeout,
+            auto_answer=auto_answer, join=join)
+        call.legs[dleg.out.id] = dleg
+        # dial() may already have finished the leg (nobody to ring): report it now.
+        self._leg_changed(call, dleg, dleg.out)
+        return dleg
+
+    def _leg_changed(self, call: DispatchCall, dleg: DispatchLeg, out: OutboundLeg) -> None:
+        if out.id not in call.legs:
+            return  # still inside dial(): reported once registered
+        if out.outcome is Outcome.ANSWERED and not out.ended:
+            self._apply_relation(call, dleg)
+            if call.mode == "rollcall" and call.current is dleg and dleg.confirmed is None:
+                self._prompt_confirm(call, dleg)
+        if out.ended and call.mode == "rollcall" and call.current is dleg:
+            if dleg.confirmed is None and out.outcome is Outcome.ANSWERED:
+                dleg.confirmed = False
+            self._next_rollcall(call)
+        self._changed(call)
+
+    def _apply_relation(self, call: DispatchCall, dleg: DispatchLeg) -> None:
+        mixer = call.media.mixer
+        leg_id = dleg.id
+        if leg_id not in mixer:
+            return
+        if dleg.relation is Relation.MONITOR:
+            mixer.set_monitor(leg_id, True)
+        elif dleg.relation is Relation.WHISPER and dleg.whisper_to:
+            if dleg.whisper_to in mixer:
+                mixer.set_whisper(leg_id, {dleg.whisper_to})
+        elif call.mode == "broadcast" and dleg.relation is Relation.BARGE:
+            mixer.set_floor(True, leg_id)
+
+    # -- roll call -------------------------------------------------------------------------------
+    def _next_rollcall(self, call: DispatchCall) -> None:
+        if call.confirm_timer is not None:
+            call.confirm_timer.cancel()
+            call.confirm_timer = None
+        if call.current is not None and call.current.out and not call.current.out.ended:
+            self.gateway.originator.hang_up(call.current.out, "roll call: next")
+            return  # its end brings us back here
+        while call.queue:
+            name = call.queue.pop(0)
+            dleg = self._dial(call, name)
+            if dleg.out is not None and not dleg.out.ended:
+                call.current = dleg
+                return
+            # Nobody to ring (unknown, not registered): on to the next member.
+        call.current = None
+        if call.ended is None:
+            log.info("%s: roll call done", call.id)
+            self._changed(call)
+
+    def _prompt_confirm(self, call: DispatchCall, dleg: DispatchLeg) -> None:
+        rate = call.media.rate
+        beeps = np.concatenate([tone(880.0, 150, rate), silence(120, rate),
+                                tone(880.0, 150, rate)])
+        call.media.play(beeps, leg_id=dleg.id)
+        call.confirm_timer = asyncio.get_running_loop().call_later(
+            ROLLCALL_CONFIRM_S, self._confirm_timeout, call, dleg)
+
+    def _confirm_timeout(self, call: DispatchCall, dleg: DispatchLeg) -> None:
+        call.confirm_timer = None
+        if call.current is dleg and dleg.confirmed is None:
+            dleg.confirmed = False
+            self._changed(call)
+            self._next_rollcall(call)
+
+    def _on_media_event(self, event: MediaEvent) -> None:
+        call = self._by_bridge.get(event.bridge_id)
+        if call is None:
+            return
+        dleg = call.legs.get(event.leg_id)
+        if dleg is None:
+            return
+        if isinstance(event, DtmfReceived):
+            if call.mode == "rollcall" and call.current is dleg and event.digit == "1":
+                dleg.confirmed = True
+                log.info("%s: %s confirmed", call.id, dleg.target)
+                self._changed(call)
+                self._next_rollcall(call)
+        elif isinstance(event, LegTimedOut) and dleg.out is not None:
+            self.gateway.originator.hang_up(dleg.out, "rtp timeout")
+
+    # -- control ---------------------------------------------------------------------------------
+    def get(self, call_id: str) -> DispatchCall:
+        call = self.calls.get(call_id)
+        if call is None:
+            external = self._adopt(call_id)
+            if external is None:
+                raise CallNotFound(f"no call {call_id!r}")
+            return external
+        return call
+
+    def _adopt(self, call_id: str) -> DispatchCall | None:
+        """A call the hub did not place (phone to phone, a room), seen as a dispatch call."""
+        sip_call = self.gateway.calls.get(call_id)
+        if sip_call is not None and not sip_call.ended:
+            media, bridge = sip_call.media, sip_call.bridge
+        else:
+            session = self.gateway.rooms.sessions.get(call_id)
+            if session is None:
+                return None
+            media, bridge = session.media, session.bridge
+        call = DispatchCall(call_id, "sip", [], bridge, media, None, False, owned=False)
+        self.calls[call_id] = call
+        self._by_bridge[bridge.id] = call
+        return call
+
+    def list(self) -> list[dict[str, Any]]:
+        active = [c.as_dict() for c in self.calls.values() if c.ended is None]
+        for sip_call in self.gateway.calls.values():
+            if sip_call.id not in self.calls and not sip_call.ended:
+                active.append({"id": sip_call.id, "mode": "sip", "bridge_id": sip_call.bridge.id,
+                               "state": sip_call.state,
+                               "legs": [{"leg_id": leg.id, "target": leg.peer,
+                                         "state": leg.state.value}
+                                        for leg in sip_call.bridge.legs]})
+        return active
+
+    def leg_action(self, call_id: str, leg_id: str, action: str) -> DispatchCall:
+        if action not in LEG_ACTIONS:
+            raise CallNotFound(f"no action {action!r}; one of {', '.join(LEG_ACTIONS)}")
+        call = self.get(call_id)
+        if call.ended is not None:
+            raise CallConflict(f"call {call_id} has ended")
+        mixer = call.media.mixer
+        dleg = call.legs.get(leg_id)
+        if leg_id not in mixer and dleg is None:
+            if not any(leg.id == leg_id for leg in call.bridge.legs):
+                raise CallNotFound(f"no leg {leg_id!r} in call {call_id}")
+            raise CallConflict(f"leg {leg_id} is not in the conversation (not answered)")
+        if leg_id not in mixer:
+            raise CallConflict(f"leg {leg_id} is not answered yet")
+        if action in ("mute", "unmute"):
+            mixer.set_muted(leg_id, action == "mute")
+            if dleg:
+                dleg.muted = action == "mute"
+        elif action in ("deafen", "undeafen"):
+            mixer.set_deaf(leg_id, action == "deafen")
+            if dleg:
+                dleg.deaf = action == "deafen"
+        elif action == "kick":
+            self._kick(call, leg_id)
+        elif action in ("hold", "resume"):
+            self._hold(call, leg_id, dleg, action == "hold")
+        self._changed(call)
+        return call
+
+    def _kick(self, call: DispatchCall, leg_id: str) -> None:
+        """强拆: force the leg out of the call."""
+        dleg = call.legs.get(leg_id)
+        if dleg is not None and dleg.out is not None:
+            self.gateway.originator.hang_up(dleg.out, "kicked")
+            return
+        sip_call = self.gateway.calls.get(call.id)
+        if sip_call is not None:
+            self.gateway.hangup(sip_call, "kicked")
+            return
+        session = self.gateway.rooms.sessions.get(call.id)
+        if session is not None and leg_id in session.members:
+            self.gateway.rooms.kick(leg_id, session)
+            return
+        raise CallConflict(f"leg {leg_id} cannot be released from here")
+
+    def _hold(self, call: DispatchCall, leg_id: str, dleg: DispatchLeg | None,
+              hold: bool) -> None:
+        mixer = call.media.mixer
+        if dleg is not None and dleg.held == hold:
+            raise CallConflict(f"leg {leg_id} is already {'held' if hold else 'active'}")
+        mixer.set_muted(leg_id, hold)
+        mixer.set_deaf(leg_id, hold)
+        if dleg is not None:
+            dleg.held = hold
+            if hold:
+                dleg.moh = call.media.play(music_on_hold(call.media.rate), leg_id=leg_id,
+                                           loop=True)
+            elif dleg.moh is not None:
+                call.media.stop_player(dleg.moh)
+                dleg.moh = None
+            if dleg.out is not None:
+                self.gateway.originator.reinvite(dleg.out, "sendonly" if hold else "sendrecv")
+
+    def join(self, call_id: str, relation: str, phone: str, *,
+             leg_id: str | None = None, operator: str | None = None) -> DispatchLeg:
+        """Bring the dispatcher's phone into a call: barge, monitor or whisper to a leg."""
+        try:
+            rel = Relation(relation)
+        except ValueError:
+            raise CallInvalid(f"relation must be barge, monitor or whisper: {relation!r}") from None
+        call = self.get(call_id)
+        if call.ended is not None:
+            raise CallConflict(f"call {call_id} has ended")
+        if rel is Relation.WHISPER:
+            if not leg_id:
+                raise CallInvalid("whisper needs the leg_id of the party to whisper to")
+            if leg_id not in call.media.mixer:
+                raise CallNotFound(f"no answered leg {leg_id!r} in call {call_id}")
+        route = self.gateway.resolve(phone)
+        if not route.targets:
+            raise CallConflict(f"{phone} cannot be reached now ({route.status})")
+        dleg = self._dial(call, phone, relation=rel, whisper_to=leg_id)
+        log.info("%s: %s joins as %s (by %s)", call.id, phone, rel.value, operator)
+        return dleg
+
+    def add_member(self, call_id: str, target: str) -> DispatchLeg:
+        call = self.get(call_id)
+        if call.ended is not None:
+            raise CallConflict(f"call {call_id} has ended")
+        if not self.gateway.resolve(target).targets and self.gateway.resolve(
+                target).status == 404:
+            raise CallInvalid(f"unknown user or number: {target}")
+        return self._dial(call, target, auto_answer=call.mode == "broadcast")
+
+    def set_recording(self, call_id: str, on: bool) -> DispatchCall:
+        call = self.get(call_id)
+        if call.ended is not None:
+            raise CallConflict(f"call {call_id} has ended")
+        if on and call.media.recorder is None:
+            self._start_recording(call)
+        elif not on and call.media.recorder is not None:
+            call.media.recorder.close(time.time())
+            call.media.recorder = None
+        call.record = on
+        self._changed(call)
+        return call
+
+    def _start_recording(self, call: DispatchCall) -> None:
+        if self.recorder_factory is None:
+            raise CallConflict("recording is not available on this hub")
+        recorder = self.recorder_factory(call.bridge.id, call.media.rate)
+        call.media.recorder = recorder
+        call.recording_id = getattr(recorder, "recording_id", None)
+
+    def end(self, call_id: str, reason: str = "ended by dispatcher") -> DispatchCall:
+        call = self.get(call_id)
+        if call.ended is not None:
+            raise CallConflict(f"call {call_id} has already ended")
+        call.queue.clear()
+        if call.confirm_timer is not None:
+            call.confirm_timer.cancel()
+        for dleg in list(call.legs.values()):
+            if dleg.out is not None and not dleg.out.ended:
+                self.gateway.originator.hang_up(dleg.out, reason)
+        if not call.owned:
+            sip_call = self.gateway.calls.get(call.id)
+            if sip_call is not None:
+                self.gateway.hangup(sip_call, reason)
+        else:
+            call.media.close()
+            call.bridge.close(reason)
+        call.ended = time.time()
+        self._by_bridge.pop(call.bridge.id, None)
+        self.bus.publish(CallEnded(call_id=call.id, reason=reason))
+        self._changed(call)
+        return call
+
+    def _changed(self, call: DispatchCall) -> None:
+        self.bus.publish(CallChanged(call=call.as_dict()))
+
+    def shutdown(self) -> None:
+        for call in list(self.calls.values()):
+            if call.ended is None and call.owned:
+                self.end(call.id, "shutdown")
