@@ -20,7 +20,7 @@ from media.engine import MediaBridge, MediaLeg
 from signaling.dialog import Dialog, dialog_id_of_request, new_call_id, new_tag
 from signaling.errors import ParseError
 from signaling.headers import quote_string
-from signaling.message import Request, Response, make_response
+from signaling.message import Request, Response, make_cancel, make_response
 from signaling.transaction import ClientTransaction, ServerTransaction, new_branch
 from signaling.transport import SipTransport
 from signaling.uri import parse_sip_uri
@@ -368,14 +368,7 @@ class Originator:
         if fork.cancel_sent:
             return
         fork.cancel_sent = True
-        invite = fork.request
-        cancel = Request(method="CANCEL", uri=invite.uri)
-        h = cancel.headers
-        h.add("Via", invite.headers.get_all("Via")[0])
-        h.add("Max-Forwards", "70")
-        for name in ("From", "To", "Call-ID"):
-            h.add(name, invite.headers.get(name) or "")
-        h.add("CSeq", f"{invite.cseq.number} CANCEL")
+        cancel = make_cancel(fork.request)
         self.transport.send_request(cancel, fork.target.dest)
 
     def _finish(self, out: OutboundLeg, status: int, outcome: Outcome,

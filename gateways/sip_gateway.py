@@ -37,7 +37,7 @@ from signaling.dialog import Dialog, DialogState, dialog_id_of_request, new_call
 from signaling.digest import DigestServer
 from signaling.errors import ParseError
 from signaling.headers import quote_string
-from signaling.message import Request, Response, header_tag, make_response
+from signaling.message import Request, Response, header_tag, make_cancel, make_response
 from signaling.registrar import Registrar
 from signaling.stack import CloseConnection, StackEvent
 from signaling.transaction import (
@@ -593,14 +593,7 @@ class SipGateway:
 
     def _send_cancel(self, branch: Branch) -> None:
         branch.cancelled = True
-        invite = branch.request
-        cancel = Request(method="CANCEL", uri=invite.uri)
-        h = cancel.headers
-        h.add("Via", invite.headers.get_all("Via")[0])
-        h.add("Max-Forwards", "70")
-        for name in ("From", "To", "Call-ID"):
-            h.add(name, invite.headers.get(name) or "")
-        h.add("CSeq", f"{invite.cseq.number} CANCEL")
+        cancel = make_cancel(branch.request)
         self.transport.send_request(cancel, branch.target.dest, context=None)
 
     # -- CANCEL from side A -----------------------------------------------------------------------

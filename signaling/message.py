@@ -567,6 +567,21 @@ def _is_digits(text: str) -> bool:
 _TAG = re.compile(r";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
 
 
+def make_cancel(invite: Request) -> Request:
+    """The CANCEL for an INVITE we sent (RFC 3261 9.1): same Request-URI, top Via,
+    From, To, Call-ID and CSeq number, and the INVITE's Route set."""
+    cancel = Request(method="CANCEL", uri=invite.uri)
+    h = cancel.headers
+    h.add("Via", invite.headers.get_all("Via")[0])
+    h.add("Max-Forwards", "70")
+    for name in ("From", "To", "Call-ID"):
+        h.add(name, invite.headers.get(name) or "")
+    h.add("CSeq", f"{invite.cseq.number} CANCEL")
+    for value in invite.headers.fields("Route"):
+        h.add("Route", value)
+    return cancel
+
+
 def header_tag(value: str | None) -> str | None:
     """The tag of a From/To value without a full parse (hot path of matching).
 
