@@ -21,7 +21,8 @@ HUB_ARGS ?=
 PYTEST_ARGS ?=
 LINT_PACKAGES := signaling media bridges gateways hub
 
-DEB_PACKAGES := python3-venv python3-dev build-essential baresip sip-tester ffmpeg sox iproute2
+DEB_PACKAGES := python3-venv python3-dev build-essential baresip sip-tester ffmpeg sox iproute2 \
+  chromium fonts-wqy-microhei openssl
 # Root runs apt-get itself; anyone else goes through sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -11,17 +11,19 @@ The hub runs as a separate process, ``hub serve`` (uvloop), pinned to core 0 wit
 so other work on the machine can still land there: each step reports how busy each
 core was besides the hub and SIPp ("other load").
 
-Part 1, call rate. The rate is stepped up (default 50,100,150,200,250,300,400 cps);
-each step is a fresh SIPp uas plus a SIPp uac placing ``rate x --step-seconds`` calls
-of ``--duration-ms`` each (default 0, SIPp's default: the BYE follows the ACK, so the
-figure is the signalling's, each call still opening and closing its media; longer calls
-add the media engine's per-call cost, which bench_relay.py measures), with the
-built-in ``uac``/``uas`` scenarios as in tests/integration/test_trunk_sipp.py) and
-at most ``rate x (duration + 3 s)`` calls open at once. A step passes when SIPp's exit status is 0, no call failed on either end, every
-call succeeded, the uac kept up with the asked rate (>= 95 %: when ``-l`` is reached
-SIPp slows down rather than fails), the hub counted every call answered (the
-``answered`` counter of /api/health) and, 10 s after the step, has no media session
-(= call) left open. Stepping stops after the first failing step. A failing step is
+Part 1, call rate. The rate is stepped up (default 50,100,150,200,250,300,400 cps).
+Each step is a fresh SIPp uas plus a SIPp uac placing ``rate x --step-seconds`` calls
+with the built-in ``uac``/``uas`` scenarios (as tests/integration/test_trunk_sipp.py
+does), at most ``rate x (duration + 3 s)`` of them open at once. Calls last
+``--duration-ms``, default 0 (SIPp's default: the BYE follows the ACK), so the figure
+is the signalling's, each call still opening and closing its media; longer calls add
+the media's per-call cost, which bench_relay.py measures.
+
+A step passes when SIPp's exit status is 0, no call failed on either end, every call
+succeeded, the uac kept up with the asked rate (>= 95 %: when ``-l`` is reached SIPp
+slows down rather than fails), the hub counted every call answered (the ``answered``
+counter of /api/health) and, 10 s after the step, has no media session (= call) left
+open. Stepping stops after the first failing step. A failing step is
 tried once more, after the hub's transactions have drained, if something else on the
 machine took >= 0.25 of either core meanwhile or SIPp's own watchdog says SIPp was
 starved: the question is what the hub does with a core, not what is left of one.
@@ -37,7 +39,8 @@ once, when the sender hands them to ``lo``, and are in the hub's socket queue
 microseconds later; so "INVITE out - INVITE in" is the hub's queueing plus
 processing (including the 100 Trying it sends first), the latency a caller sees
 the hub add on the way to the callee. Same for "200 out - 200 in" and "BYE out -
-BYE in".
+BYE in". The 5 ms target on the median is judged at the first (moderate) rate; the
+second rate shows how the added time grows with load.
 
 Correlation is exact, not by order. The hub's outgoing INVITE has a new Call-ID,
 From tag, CSeq and a rewritten SDP (o= and c=; SIPp's SDP is identical for every
@@ -144,10 +147,18 @@ class Children:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, argv: Sequence[str], *, cwd: Path, log_name: str) -> subprocess.Popen[bytes]:
-        with (cwd / f"{log_name}.stdout").open("wb") as out, \
-                (cwd / f"{log_name}.stderr").open("wb") as err:
-            proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=err, start_new_session=True)
+        with (
+            (cwd / f"{log_name}.stdout").open("wb") as out,
+            (cwd / f"{log_name}.stderr").open("wb") as err,
+        ):
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 
@@ -157,8 +168,9 @@ class Children:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, sig)
 
-    def stop(self, proc: subprocess.Popen[bytes], first: int = signal.SIGTERM,
-             grace: float = 5.0) -> int | None:
+    def stop(
+        self, proc: subprocess.Popen[bytes], first: int = signal.SIGTERM, grace: float = 5.0
+    ) -> int | None:
         """Send ``first`` to the group, then SIGTERM, then SIGKILL, waiting ``grace`` each."""
         for sig in dict.fromkeys((first, signal.SIGTERM, signal.SIGKILL)):
             if proc.poll() is not None:
@@ -207,8 +219,10 @@ def free_ports(count: int, *, tcp: bool = False, low: int = 17000, high: int = 1
         span = range(base, base + count)
         if any(p in _taken for p in span):
             continue
-        if all(_bindable(p, socket.SOCK_DGRAM) and (not tcp or _bindable(p, socket.SOCK_STREAM))
-               for p in span):
+        if all(
+            _bindable(p, socket.SOCK_DGRAM) and (not tcp or _bindable(p, socket.SOCK_STREAM))
+            for p in span
+        ):
             _taken.update(span)
             return base
     raise RuntimeError(f"no {count} free consecutive ports in {low}-{high}")
@@ -254,16 +268,16 @@ def _core_busy() -> tuple[float, ...]:
         for line in stat:
             if not re.match(r"cpu\d", line):
                 continue
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(
-                int, line.split()[1:9])
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, line.split()[1:9])
             busy.append((user + nice + system + irq + softirq + steal) / CLK_TCK)
     return tuple(busy)
 
 
 def sample(hub_pid: int) -> CpuSample:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return CpuSample(time.monotonic(), _proc_cpu(hub_pid), _core_busy(),
-                     usage.ru_utime + usage.ru_stime)
+    return CpuSample(
+        time.monotonic(), _proc_cpu(hub_pid), _core_busy(), usage.ru_utime + usage.ru_stime
+    )
 
 
 def core_share(a: CpuSample, b: CpuSample, core: int) -> float:
@@ -308,9 +322,15 @@ class SippStats:
         return self.count("Retransmissions(C)")
 
     def failure_kinds(self) -> str:
-        kinds = [f"{k[6:-3]}={v}" for k, v in self.raw.items()
-                 if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)"
-                 and v.isdigit() and int(v)]
+        kinds = [
+            f"{k[6:-3]}={v}"
+            for k, v in self.raw.items()
+            if k.startswith("Failed")
+            and k.endswith("(C)")
+            and k != "FailedCall(C)"
+            and v.isdigit()
+            and int(v)
+        ]
         return ", ".join(kinds)
 
 
@@ -329,19 +349,49 @@ def read_stats(path: Path) -> SippStats | None:
 class Sipp:
     """One SIPp process on core 1, logging into its own directory."""
 
-    def __init__(self, children: Children, workdir: Path, name: str, scenario: str | Path,
-                 port: int, args: Sequence[str], remote: str | None = None) -> None:
+    def __init__(
+        self,
+        children: Children,
+        workdir: Path,
+        name: str,
+        scenario: str | Path,
+        port: int,
+        args: Sequence[str],
+        remote: str | None = None,
+    ) -> None:
         self.children = children
         self.dir = workdir / name
         self.dir.mkdir(parents=True)
         self.port = port
         scen = ["-sn", scenario] if isinstance(scenario, str) else ["-sf", str(scenario)]
-        self.argv = ["taskset", "-c", LOAD_CORE, "sipp", *scen,
-                     *([remote] if remote else []),
-                     "-i", LOOPBACK, "-p", str(port), "-t", "u1",
-                     "-cp", str(free_ports(1)), "-mp", str(free_ports(4)),
-                     "-nostdin", "-trace_stat", "-stf", "stats.csv", "-fd", "1",
-                     "-trace_err", "-error_file", "errors.log", *args]
+        self.argv = [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "sipp",
+            *scen,
+            *([remote] if remote else []),
+            "-i",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-t",
+            "u1",
+            "-cp",
+            str(free_ports(1)),
+            "-mp",
+            str(free_ports(4)),
+            "-nostdin",
+            "-trace_stat",
+            "-stf",
+            "stats.csv",
+            "-fd",
+            "1",
+            "-trace_err",
+            "-error_file",
+            "errors.log",
+            *args,
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.ended = 0.0
@@ -358,8 +408,10 @@ class Sipp:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            print(f"  SIPp {self.dir.name} still running after {timeout:.0f} s: stopping it",
-                  file=sys.stderr)
+            print(
+                f"  SIPp {self.dir.name} still running after {timeout:.0f} s: stopping it",
+                file=sys.stderr,
+            )
             self.children.stop(self.proc, signal.SIGUSR1, grace=5.0)
         self.ended = time.monotonic()
         return self.proc.returncode
@@ -409,30 +461,69 @@ def health(ports: HubPorts) -> dict[str, Any]:
 
 
 def configure_trunks(data: Path, ports: HubPorts) -> None:
-    hub_cli("trunk", "add", "carrier-out", "--host", LOOPBACK, "--port", str(ports.uas),
-            "--prefix", "9", data_dir=data)
-    hub_cli("trunk", "add", "carrier-in", "--host", LOOPBACK, "--port", str(ports.uac),
-            "--inbound-from", f"{LOOPBACK}:{ports.uac}", data_dir=data)
+    hub_cli(
+        "trunk",
+        "add",
+        "carrier-out",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(ports.uas),
+        "--prefix",
+        "9",
+        data_dir=data,
+    )
+    hub_cli(
+        "trunk",
+        "add",
+        "carrier-in",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(ports.uac),
+        "--inbound-from",
+        f"{LOOPBACK}:{ports.uac}",
+        data_dir=data,
+    )
 
 
-def start_hub(children: Children, workdir: Path, ports: HubPorts,
-              name: str) -> subprocess.Popen[bytes]:
+def start_hub(
+    children: Children, workdir: Path, ports: HubPorts, name: str
+) -> subprocess.Popen[bytes]:
     """``hub serve`` on core 0, once /api/health answers; logs in ``workdir/hub-NAME.*``."""
-    argv = ["taskset", "-c", HUB_CORE, str(VENV_BIN / "hub"), "serve",
-            "--data-dir", str(workdir / "hubdata"), "--bind", LOOPBACK,
-            "--sip-port", str(ports.sip), "--http-port", str(ports.http),
-            "--rtp-ports", f"{ports.rtp[0]}-{ports.rtp[1]}", "--log-level", "warning"]
+    argv = [
+        "taskset",
+        "-c",
+        HUB_CORE,
+        str(VENV_BIN / "hub"),
+        "serve",
+        "--data-dir",
+        str(workdir / "hubdata"),
+        "--bind",
+        LOOPBACK,
+        "--sip-port",
+        str(ports.sip),
+        "--http-port",
+        str(ports.http),
+        "--rtp-ports",
+        f"{ports.rtp[0]}-{ports.rtp[1]}",
+        "--log-level",
+        "warning",
+    ]
     print(f"$ {shlex.join(argv)}", file=sys.stderr)
     proc = children.start(argv, cwd=workdir, log_name=f"hub-{name}")
     deadline = time.monotonic() + 20
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"hub exited with {proc.returncode}:\n"
-                               + (workdir / f"hub-{name}.stderr").read_text(errors="replace"))
+            raise RuntimeError(
+                f"hub exited with {proc.returncode}:\n"
+                + (workdir / f"hub-{name}.stderr").read_text(errors="replace")
+            )
         with contextlib.suppress(OSError, ValueError):
             if health(ports).get("status") == "ok":
-                print(f"hub ({name}) pid {proc.pid} on core {HUB_CORE}", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"hub ({name}) pid {proc.pid} on core {HUB_CORE}", file=sys.stderr, flush=True
+                )
                 return proc
         if time.monotonic() > deadline:
             raise RuntimeError("hub did not answer /api/health within 20 s")
@@ -491,7 +582,7 @@ def answered(ports: HubPorts) -> int:
     return -1
 
 
-def settle(ports: HubPorts, timeout: float = 40.0) -> int:
+def settle(ports: HubPorts, timeout: float = 35.0) -> int:
     """Wait until the hub holds no SIP transaction (UDP ones linger 32 s, Timer J/K)."""
     deadline = time.monotonic() + timeout
     left = -1
@@ -529,6 +620,8 @@ class Step:
     """Calls the hub counted answered during the step."""
     attempt: int = 1
     sipp_starved: bool = False
+    errors: list[str] = field(default_factory=list)
+    """The start of SIPp's errors.log, for the progress output (not the table)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -546,25 +639,57 @@ class Step:
 
     @property
     def ok(self) -> bool:
-        return (self.uac_code == 0 and self.uac is not None and self.uas is not None
-                and self.failed == 0 and self.uac.successful == self.calls
-                and self.uas.successful == self.calls
-                and self.achieved >= PASS_RATE_SHARE * self.rate
-                and not self.left_open and self.hub_answered == self.calls)
+        return (
+            self.uac_code == 0
+            and self.uac is not None
+            and self.uas is not None
+            and self.failed == 0
+            and self.uac.successful == self.calls
+            and self.uas.successful == self.calls
+            and self.achieved >= PASS_RATE_SHARE * self.rate
+            and not self.left_open
+            and self.hub_answered == self.calls
+        )
 
 
-def run_step(children: Children, workdir: Path, ports: HubPorts, hub: subprocess.Popen[bytes],
-             rate: int, seconds: float, duration_ms: int, attempt: int = 1,
-             label: str = "step") -> Step:
+def run_step(
+    children: Children,
+    workdir: Path,
+    ports: HubPorts,
+    hub: subprocess.Popen[bytes],
+    rate: int,
+    seconds: float,
+    duration_ms: int,
+    attempt: int = 1,
+    label: str = "step",
+) -> Step:
     calls = max(1, round(rate * seconds))
     step = Step(rate, calls, duration_ms, attempt=attempt)
     limit = max(50, round(rate * (duration_ms / 1000 + 3)))
     uas = Sipp(children, workdir, f"{label}-{rate}-{attempt}-uas", "uas", ports.uas, [])
-    uac = Sipp(children, workdir, f"{label}-{rate}-{attempt}-uac", "uac", ports.uac,
-               ["-s", SERVICE, "-r", str(rate), "-l", str(limit), "-m", str(calls),
-                "-d", str(duration_ms), "-timeout", f"{round(seconds * 3 + 30)}s",
-                "-timeout_error"],
-               remote=f"{LOOPBACK}:{ports.sip}")
+    uac = Sipp(
+        children,
+        workdir,
+        f"{label}-{rate}-{attempt}-uac",
+        "uac",
+        ports.uac,
+        [
+            "-s",
+            SERVICE,
+            "-r",
+            str(rate),
+            "-l",
+            str(limit),
+            "-m",
+            str(calls),
+            "-d",
+            str(duration_ms),
+            "-timeout",
+            f"{round(seconds * 3 + 30)}s",
+            "-timeout_error",
+        ],
+        remote=f"{LOOPBACK}:{ports.sip}",
+    )
     answered_before = answered(ports)
     uas.start()
     try:
@@ -593,20 +718,29 @@ def run_step(children: Children, workdir: Path, ports: HubPorts, hub: subprocess
         if stats is not None and stats.failed:
             step.notes.append(f"{name} failed {stats.failed} ({stats.failure_kinds()})")
             if sipp.errors():
-                step.notes.append(f"{name} errors.log: {sipp.errors(3)!r}")
+                step.errors.append(f"{name} errors.log: {sipp.errors(3)}")
     uas_log = ""
     with contextlib.suppress(FileNotFoundError):
         uas_log = (uas.dir / "errors.log").read_text(errors="replace")
     stalls = len(re.findall(r"while expecting 'ACK' \(index \d+\), received 'INVITE", uas_log))
     if stalls:
-        step.notes.insert(0, f"{stalls} answered INVITE(s) retransmitted by the hub: its Timer A "
-                          "(500 ms) fired before it read the uas's 180/200, i.e. the hub's "
-                          "loop stalled > 500 ms")
-    trips = sum(x.count("WatchdogMinor(C)") + x.count("WatchdogMajor(C)")
-                for x in (step.uac, step.uas) if x is not None)
+        step.notes.insert(
+            0,
+            f"{stalls} answered INVITE(s) retransmitted by the hub: its Timer A "
+            "(500 ms) fired before it read the uas's 180/200, i.e. the hub's "
+            "loop stalled > 500 ms",
+        )
+    trips = sum(
+        x.count("WatchdogMinor(C)") + x.count("WatchdogMajor(C)")
+        for x in (step.uac, step.uas)
+        if x is not None
+    )
     if trips:
         step.notes.append(f"SIPp's watchdog tripped {trips} times (SIPp itself was starved)")
     step.sipp_starved = trips > 0
+    for name, stats in (("uac", step.uac), ("uas", step.uas)):
+        if stats is not None and not stats.failed and stats.successful != calls:
+            step.notes.append(f"{name} counted {stats.successful} of {calls} calls successful")
     if step.uac_code not in (0, None):
         step.notes.append(f"uac exit status {step.uac_code}")
     if step.achieved < PASS_RATE_SHARE * rate:
@@ -623,12 +757,14 @@ def run_step(children: Children, workdir: Path, ports: HubPorts, hub: subprocess
 
 
 def step_table(steps: list[Step]) -> str:
-    head = ("| cps asked | calls | reached cps | failed (uac/uas) | SIPp exit | retrans | "
-            "uac INVITE->200 avg ms | hub CPU (1 core) | CPU ms/call | other load core 0 / 1 |"
-            " loadavg | result |")
+    head = (
+        "| cps asked | calls | reached cps | failed (uac/uas) | SIPp exit | retrans | "
+        "uac INVITE->200 avg ms | hub CPU (1 core) | CPU ms/call | other load core 0 / 1 |"
+        " loadavg | result |"
+    )
     lines = [head, "|" + "---:|" * 11 + ":---|"]
     for s in steps:
-        failed = (f"{s.uac.failed if s.uac else '?'} / {s.uas.failed if s.uas else '?'}")
+        failed = f"{s.uac.failed if s.uac else '?'} / {s.uas.failed if s.uas else '?'}"
         retrans = sum(x.retransmissions for x in (s.uac, s.uas) if x is not None)
         rtt = s.uac.ms("ResponseTime1(C)") if s.uac else float("nan")
         per_call = s.hub_cpu_s * 1000 / s.calls if s.calls else float("nan")
@@ -638,7 +774,8 @@ def step_table(steps: list[Step]) -> str:
             f"| {asked} | {s.calls} | {s.achieved:.0f} | {failed} | {s.uac_code} | {retrans} "
             f"| {rtt:.1f} | {s.hub_cpu:.0%} | {per_call:.2f} "
             f"| {max(s.other_hub_core, 0):.2f} / {max(s.other_load_core, 0):.2f} "
-            f"| {s.loadavg} | {result} |")
+            f"| {s.loadavg} | {result} |"
+        )
     return "\n".join(lines)
 
 
@@ -648,8 +785,7 @@ def step_table(steps: list[Step]) -> str:
 def tagged_uac(workdir: Path) -> Path:
     """The built-in uac scenario with a Subject unique to each call."""
     # SIPp exits with 99 ("no call processed") after dumping: the text is what counts.
-    xml = subprocess.run(["sipp", "-sd", "uac"], capture_output=True, text=True,
-                         timeout=30).stdout
+    xml = subprocess.run(["sipp", "-sd", "uac"], capture_output=True, text=True, timeout=30).stdout
     if "Subject: Performance Test" not in xml:
         raise RuntimeError("sipp -sd uac has no 'Subject: Performance Test' to replace")
     path = workdir / "uac-tagged.xml"
@@ -663,8 +799,12 @@ def pcap_udp(path: Path) -> Iterator[tuple[float, int, int, bytes]]:
     if len(data) < 24:
         return
     magic = data[:4]
-    formats = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
-               b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
+    formats = {
+        b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+        b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+        b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+        b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+    }
     if magic not in formats:
         raise RuntimeError(f"{path}: not a pcap file (pcapng?)")
     order, unit = formats[magic]
@@ -677,14 +817,14 @@ def pcap_udp(path: Path) -> Iterator[tuple[float, int, int, bytes]]:
     while offset + 16 <= len(data):
         sec, frac, incl, _orig = record.unpack_from(data, offset)
         offset += 16
-        frame = data[offset:offset + incl]
+        frame = data[offset : offset + incl]
         offset += incl
         ip = frame[link_header:]
         if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
             continue
         if struct.unpack("!H", ip[6:8])[0] & 0x3FFF:
             continue  # a fragment: never seen on lo (MTU 64 KB)
-        udp = ip[(ip[0] & 0x0F) * 4:]
+        udp = ip[(ip[0] & 0x0F) * 4 :]
         sport, dport = struct.unpack("!HH", udp[:4])
         yield sec + frac * unit, sport, dport, udp[8:]
 
@@ -709,8 +849,12 @@ def sip_summary(payload: bytes) -> tuple[str, str, str, str] | None:
         if name in ("call-id", "cseq", "subject") and name not in found:
             found[name] = value.strip()
     cseq = found.get("cseq", "").split()
-    return kind, (cseq[1] if len(cseq) == 2 else ""), found.get("call-id", ""), \
-        found.get("subject", "")
+    return (
+        kind,
+        (cseq[1] if len(cseq) == 2 else ""),
+        found.get("call-id", ""),
+        found.get("subject", ""),
+    )
 
 
 @dataclass
@@ -729,11 +873,11 @@ class Latency:
 
 
 def correlate(pcap: Path, ports: HubPorts) -> tuple[dict[str, list[float]], float, int, int]:
-    inv_in: dict[str, tuple[float, str]] = {}   # Subject -> (time, Call-ID A)
+    inv_in: dict[str, tuple[float, str]] = {}  # Subject -> (time, Call-ID A)
     inv_out: dict[str, tuple[float, str]] = {}  # Subject -> (time, Call-ID B)
-    ok_in: dict[str, float] = {}    # Call-ID B -> time
-    ok_out: dict[str, float] = {}   # Call-ID A -> time
-    bye_in: dict[str, float] = {}   # Call-ID A
+    ok_in: dict[str, float] = {}  # Call-ID B -> time
+    ok_out: dict[str, float] = {}  # Call-ID A -> time
+    bye_in: dict[str, float] = {}  # Call-ID A
     bye_out: dict[str, float] = {}  # Call-ID B
     packets = 0
     for when, sport, dport, payload in pcap_udp(pcap):
@@ -776,31 +920,76 @@ def correlate(pcap: Path, ports: HubPorts) -> tuple[dict[str, list[float]], floa
     return deltas, agreement, negative, packets
 
 
-def run_latency(children: Children, workdir: Path, ports: HubPorts,
-                hub: subprocess.Popen[bytes], rate: int, calls: int, duration_ms: int,
-                scenario: Path, tshark: str) -> Latency:
+def run_latency(
+    children: Children,
+    workdir: Path,
+    ports: HubPorts,
+    hub: subprocess.Popen[bytes],
+    rate: int,
+    calls: int,
+    duration_ms: int,
+    scenario: Path,
+    tshark: str,
+) -> Latency:
     result = Latency(rate, calls)
     run_dir = workdir / f"latency-{rate}"
     run_dir.mkdir()
     pcap = run_dir / "hub-sip.pcap"
     capture = children.start(
-        ["taskset", "-c", LOAD_CORE, tshark, "-i", "lo", "-f", f"udp port {ports.sip}",
-         "-w", str(pcap), "-F", "pcap", "-B", "32", "-q"],
-        cwd=run_dir, log_name="tshark")
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            tshark,
+            "-i",
+            "lo",
+            "-f",
+            f"udp port {ports.sip}",
+            "-w",
+            str(pcap),
+            "-F",
+            "pcap",
+            "-B",
+            "32",
+            "-q",
+        ],
+        cwd=run_dir,
+        log_name="tshark",
+    )
     deadline = time.monotonic() + 20
     while "Capturing on" not in (run_dir / "tshark.stderr").read_text(errors="replace"):
         if capture.poll() is not None or time.monotonic() > deadline:
             children.stop(capture)
-            raise RuntimeError("tshark did not start capturing:\n"
-                               + (run_dir / "tshark.stderr").read_text(errors="replace"))
+            raise RuntimeError(
+                "tshark did not start capturing:\n"
+                + (run_dir / "tshark.stderr").read_text(errors="replace")
+            )
         time.sleep(0.05)
     time.sleep(0.3)
     uas = Sipp(children, run_dir, "uas", "uas", ports.uas, [])
-    uac = Sipp(children, run_dir, "uac", scenario, ports.uac,
-               ["-s", SERVICE, "-r", str(rate), "-l", str(max(50, rate * 4)), "-m", str(calls),
-                "-d", str(duration_ms), "-timeout", f"{round(calls / rate * 3 + 30)}s",
-                "-timeout_error"],
-               remote=f"{LOOPBACK}:{ports.sip}")
+    uac = Sipp(
+        children,
+        run_dir,
+        "uac",
+        scenario,
+        ports.uac,
+        [
+            "-s",
+            SERVICE,
+            "-r",
+            str(rate),
+            "-l",
+            str(max(50, rate * 4)),
+            "-m",
+            str(calls),
+            "-d",
+            str(duration_ms),
+            "-timeout",
+            f"{round(calls / rate * 3 + 30)}s",
+            "-timeout_error",
+        ],
+        remote=f"{LOOPBACK}:{ports.sip}",
+    )
     try:
         uas.start()
         before = sample(hub.pid)
@@ -816,8 +1005,9 @@ def run_latency(children: Children, workdir: Path, ports: HubPorts,
     result.hub_cpu = (after.hub - before.hub) / (after.when - before.when)
     result.other_hub_core = core_share(before, after, int(HUB_CORE)) - result.hub_cpu
     result.loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    (result.deltas, result.order_agreement, result.negative,
-     result.packets) = correlate(pcap, ports)
+    (result.deltas, result.order_agreement, result.negative, result.packets) = correlate(
+        pcap, ports
+    )
     wait_idle(ports)
     return result
 
@@ -833,9 +1023,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def latency_table(runs: list[Latency]) -> str:
-    lines = ["| cps | calls ok | message | pairs | median ms | p90 ms | p99 ms | max ms | "
-             "hub CPU | other load core 0 | order-pairing agrees | loadavg |",
-             "|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| cps | calls ok | message | pairs | median ms | p90 ms | p99 ms | max ms | "
+        "hub CPU | other load core 0 | order-pairing agrees | loadavg |",
+        "|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for run in runs:
         ok = run.uac.successful if run.uac else "?"
         for name, values in run.deltas.items():
@@ -846,7 +1038,8 @@ def latency_table(runs: list[Latency]) -> str:
                 f"| {_percentile(ms, 90):.3f} | {_percentile(ms, 99):.3f} "
                 f"| {max(ms) if ms else float('nan'):.3f} | {run.hub_cpu:.0%} "
                 f"| {max(run.other_hub_core, 0):.2f} | {run.order_agreement:.1%} "
-                f"| {run.loadavg} |")
+                f"| {run.loadavg} |"
+            )
     return "\n".join(lines)
 
 
@@ -856,8 +1049,12 @@ def find_tshark(install: bool) -> str | None:
         return found
     print("installing tshark (apt-get install -y tshark)", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "tshark"],
-                   env=env, check=False, timeout=300)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "tshark"],
+        env=env,
+        check=False,
+        timeout=300,
+    )
     return shutil.which("tshark")
 
 
@@ -871,9 +1068,29 @@ def find_py_spy(given: str | None) -> str | None:
     return None
 
 
-_SYSCALLS = frozenset({"sendmsg", "sendto", "recvmsg", "recvfrom", "epoll_pwait", "epoll_wait",
-                       "epoll_ctl", "socket", "close", "bind", "setsockopt", "getrandom",
-                       "fcntl", "ioctl", "read", "write", "pread64", "fdatasync", "fsync"})
+_SYSCALLS = frozenset(
+    {
+        "sendmsg",
+        "sendto",
+        "recvmsg",
+        "recvfrom",
+        "epoll_pwait",
+        "epoll_wait",
+        "epoll_ctl",
+        "socket",
+        "close",
+        "bind",
+        "setsockopt",
+        "getrandom",
+        "fcntl",
+        "ioctl",
+        "read",
+        "write",
+        "pread64",
+        "fdatasync",
+        "fsync",
+    }
+)
 
 
 def _frame(text: str) -> tuple[str, bool]:
@@ -906,8 +1123,7 @@ def summarise_profile(raw: Path, top: int = 15) -> str:
             continue
         n = int(count)
         total += n
-        frames = [_frame(f) for f in stack.split(";")
-                  if not f.startswith(("process ", "thread "))]
+        frames = [_frame(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
         names = [name for name, _ in frames]
@@ -928,27 +1144,61 @@ def summarise_profile(raw: Path, top: int = 15) -> str:
 
     def table(title: str, counts: dict[str, int], rows: int) -> list[str]:
         ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:rows]
-        return [f"| {title} | % of samples |", "|:---|---:|",
-                *(f"| `{name}` | {100 * n / total:.1f} |" for name, n in ranked)]
+        return [
+            f"| {title} | % of samples |",
+            "|:---|---:|",
+            *(f"| `{name}` | {100 * n / total:.1f} |" for name, n in ranked),
+        ]
 
     skip = ("main (", "<module> (", "_serve (", "run (", "Runner.run (")
     deep = {k: v for k, v in inclusive.items() if not k.startswith(skip)}
-    return "\n".join([f"{total} samples.", "", *table("where", kinds, 8), "",
-                      *table("self (innermost Python function)", own, top), "",
-                      *table("inclusive", deep, top + 10)])
+    return "\n".join(
+        [
+            f"{total} samples.",
+            "",
+            *table("where", kinds, 8),
+            "",
+            *table("self (innermost Python function)", own, top),
+            "",
+            *table("inclusive", deep, top + 10),
+        ]
+    )
 
 
-def run_profile(children: Children, workdir: Path, ports: HubPorts,
-                hub: subprocess.Popen[bytes], py_spy: str, rate: int, seconds: float,
-                duration_ms: int) -> tuple[Step, str]:
+def run_profile(
+    children: Children,
+    workdir: Path,
+    ports: HubPorts,
+    hub: subprocess.Popen[bytes],
+    py_spy: str,
+    rate: int,
+    seconds: float,
+    duration_ms: int,
+) -> tuple[Step, str]:
     raw = workdir / "py-spy.raw"
-    spy = children.start(["taskset", "-c", LOAD_CORE, py_spy, "record", "--native", "--rate",
-                          "100", "--format", "raw", "-o", str(raw), "--pid", str(hub.pid)],
-                         cwd=workdir, log_name="py-spy")
+    spy = children.start(
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            py_spy,
+            "record",
+            "--native",
+            "--rate",
+            "100",
+            "--format",
+            "raw",
+            "-o",
+            str(raw),
+            "--pid",
+            str(hub.pid),
+        ],
+        cwd=workdir,
+        log_name="py-spy",
+    )
     time.sleep(1.0)
     try:
-        step = run_step(children, workdir, ports, hub, rate, seconds, duration_ms,
-                        label="profile")
+        step = run_step(children, workdir, ports, hub, rate, seconds, duration_ms, label="profile")
     finally:
         children.stop(spy, signal.SIGINT, grace=30.0)
     if not raw.exists():
@@ -971,12 +1221,15 @@ def machine() -> str:
     sipp_version = re.search(r"v(\d+\.\d+\.\d+)", sipp)
     try:
         from importlib.metadata import version
+
         uvloop = version("uvloop")
     except Exception:  # noqa: BLE001 - only for the report
         uvloop = "?"
-    return (f"{nproc} CPUs ({model}), Linux {platform.release()}, "
-            f"Python {platform.python_version()}, uvloop {uvloop}, "
-            f"SIPp {sipp_version.group(1) if sipp_version else '?'}")
+    return (
+        f"{nproc} CPUs ({model}), Linux {platform.release()}, "
+        f"Python {platform.python_version()}, uvloop {uvloop}, "
+        f"SIPp {sipp_version.group(1) if sipp_version else '?'}"
+    )
 
 
 def update_doc(path: Path, title: str, body: str, intro: str = DOC_INTRO) -> None:
@@ -998,30 +1251,60 @@ def _at_rates(values: dict[int, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", default="50,100,150,200,250,300,400",
-                        help="call rates to step through, calls/s (default: %(default)s)")
-    parser.add_argument("--step-seconds", type=float, default=15.0,
-                        help="calls per step = rate x this (default: %(default)s)")
-    parser.add_argument("--duration-ms", type=int, default=0,
-                        help="call length, SIPp -d (default: %(default)s: signalling only; "
-                        "longer calls add the media engine's per-call cost)")
-    parser.add_argument("--latency-rates", default="50,200",
-                        help="rates of the tshark runs; empty to skip (default: %(default)s)")
-    parser.add_argument("--latency-calls", type=int, default=1000,
-                        help="calls per latency run at 50 cps, scaled for others "
-                        "(default: %(default)s)")
-    parser.add_argument("--rtp-ports", default="25000-32759",
-                        help="hub RTP range, 4 ports per open call (default: %(default)s)")
-    parser.add_argument("--budget", type=float, default=540.0,
-                        help="seconds; no step starts that would end later (default: %(default)s)")
-    parser.add_argument("--install-tshark", action="store_true",
-                        help="apt-get install tshark if it is missing")
-    parser.add_argument("--profile", type=int, metavar="CPS",
-                        help="at the end, one more step at CPS with py-spy sampling the hub "
-                        "(--native, 100 Hz; it pauses the hub to sample, so that step's "
-                        "figures are not capacity figures) and hotspot tables")
-    parser.add_argument("--py-spy", metavar="PATH",
-                        help="py-spy binary (default: on PATH or in .venv/bin)")
+    parser.add_argument(
+        "--rates",
+        default="50,100,150,200,250,300,400",
+        help="call rates to step through, calls/s (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        default=15.0,
+        help="calls per step = rate x this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--duration-ms",
+        type=int,
+        default=0,
+        help="call length, SIPp -d (default: %(default)s: signalling only; "
+        "longer calls add the media engine's per-call cost)",
+    )
+    parser.add_argument(
+        "--latency-rates",
+        default="50,200",
+        help="rates of the tshark runs; empty to skip (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency-calls",
+        type=int,
+        default=1000,
+        help="calls per latency run at 50 cps, scaled for others (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rtp-ports",
+        default="25000-32759",
+        help="hub RTP range, 4 ports per open call (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=540.0,
+        help="seconds; no step starts that would end later (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--install-tshark", action="store_true", help="apt-get install tshark if it is missing"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="CPS",
+        help="at the end, one more step at CPS with py-spy sampling the hub "
+        "(--native, 100 Hz; it pauses the hub to sample, so that step's "
+        "figures are not capacity figures) and hotspot tables",
+    )
+    parser.add_argument(
+        "--py-spy", metavar="PATH", help="py-spy binary (default: on PATH or in .venv/bin)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -1036,8 +1319,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tshark = find_tshark(args.install_tshark) if latency_rates else None
     if latency_rates and tshark is None:
-        print("tshark is missing (apt-get install tshark, or --install-tshark): "
-              "skipping the latency part", file=sys.stderr)
+        print(
+            "tshark is missing (apt-get install tshark, or --install-tshark): "
+            "skipping the latency part",
+            file=sys.stderr,
+        )
 
     command = shlex.join([".venv/bin/python", "bench/bench_b2bua.py", *sys.argv[1:]])
     started = time.monotonic()
@@ -1058,11 +1344,19 @@ def main(argv: list[str] | None = None) -> int:
     error: str | None = None
     try:
         sip = free_ports(1, tcp=True)
-        ports = HubPorts(sip=sip, http=free_ports(1, tcp=True), uac=free_ports(1),
-                         uas=free_ports(1), rtp=(rtp_lo, rtp_hi))
+        ports = HubPorts(
+            sip=sip,
+            http=free_ports(1, tcp=True),
+            uac=free_ports(1),
+            uas=free_ports(1),
+            rtp=(rtp_lo, rtp_hi),
+        )
         configure_trunks(workdir / "hubdata", ports)
-        print(f"SIP {ports.sip}, uac {ports.uac}, uas {ports.uas}; work dir {workdir}",
-              file=sys.stderr, flush=True)
+        print(
+            f"SIP {ports.sip}, uac {ports.uac}, uas {ports.uas}; work dir {workdir}",
+            file=sys.stderr,
+            flush=True,
+        )
 
         # Each part gets a fresh hub: what one part leaves behind (transactions lingering
         # 32 s, garbage waiting for the cyclic collector) must not be billed to the next.
@@ -1074,13 +1368,18 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() - started + calls / rate + 20 > args.budget:
                     print(f"latency at {rate} cps skipped: over the time budget", file=sys.stderr)
                     continue
-                run = run_latency(children, workdir, ports, hub, rate, calls, args.duration_ms,
-                                  scenario, tshark)
+                run = run_latency(
+                    children, workdir, ports, hub, rate, calls, args.duration_ms, scenario, tshark
+                )
                 runs.append(run)
                 inv = [v * 1000 for v in run.deltas["INVITE"]]
-                print(f"  latency at {rate} cps: {len(inv)} INVITEs paired, median "
-                      f"{statistics.median(inv) if inv else float('nan'):.3f} ms, "
-                      f"uac exit {run.uac_code}", file=sys.stderr, flush=True)
+                print(
+                    f"  latency at {rate} cps: {len(inv)} INVITEs paired, median "
+                    f"{statistics.median(inv) if inv else float('nan'):.3f} ms, "
+                    f"uac exit {run.uac_code}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             stop_hub(children, hub, workdir)
             hub = None
 
@@ -1091,21 +1390,37 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() - started + expected > args.budget:
                     print(f"step {rate} cps skipped: over the time budget", file=sys.stderr)
                     break
-                step = run_step(children, workdir, ports, hub, rate, args.step_seconds,
-                                args.duration_ms, attempt)
+                step = run_step(
+                    children,
+                    workdir,
+                    ports,
+                    hub,
+                    rate,
+                    args.step_seconds,
+                    args.duration_ms,
+                    attempt,
+                )
                 steps.append(step)
-                print(f"  {rate} cps: {'ok' if step.ok else 'FAIL'}; reached "
-                      f"{step.achieved:.0f} cps, failed {step.failed}, hub CPU "
-                      f"{step.hub_cpu:.0%}, other load on core 0 "
-                      f"{max(step.other_hub_core, 0):.2f}"
-                      + (f" ({'; '.join(step.notes)})" if step.notes else ""),
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {rate} cps: {'ok' if step.ok else 'FAIL'}; reached "
+                    f"{step.achieved:.0f} cps, failed {step.failed}, hub CPU "
+                    f"{step.hub_cpu:.0%}, other load on core 0 "
+                    f"{max(step.other_hub_core, 0):.2f}"
+                    + (f" ({'; '.join(step.notes)})" if step.notes else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                for excerpt in step.errors:
+                    print("    " + excerpt.replace("\n", "\n    ")[:1500], file=sys.stderr)
                 # A failure while something else took a good share of a core, or starved
                 # SIPp, is tried once more: the question is what the hub does with a core.
                 # The retry waits for the failed step's transactions (BYE retransmissions
                 # to the old uas port) to end first.
-                disturbed = (step.sipp_starved or step.other_hub_core >= RETRY_OTHER_LOAD
-                             or step.other_load_core >= RETRY_OTHER_LOAD)
+                disturbed = (
+                    step.sipp_starved
+                    or step.other_hub_core >= RETRY_OTHER_LOAD
+                    or step.other_load_core >= RETRY_OTHER_LOAD
+                )
                 if step.ok or hub.poll() is not None or not disturbed or attempt == 2:
                     break
                 settle(ports)
@@ -1122,9 +1437,16 @@ def main(argv: list[str] | None = None) -> int:
                 print("py-spy not found (pip install py-spy): no profile", file=sys.stderr)
             else:
                 hub = start_hub(children, workdir, ports, "profile")
-                profile_step, profile = run_profile(children, workdir, ports, hub, spy,
-                                                    args.profile, args.step_seconds,
-                                                    args.duration_ms)
+                profile_step, profile = run_profile(
+                    children,
+                    workdir,
+                    ports,
+                    hub,
+                    spy,
+                    args.profile,
+                    args.step_seconds,
+                    args.duration_ms,
+                )
                 stop_hub(children, hub, workdir)
                 hub = None
     except KeyboardInterrupt as exc:
@@ -1148,17 +1470,22 @@ def main(argv: list[str] | None = None) -> int:
         if not s.ok or any(x is None or x.retransmissions for x in (s.uac, s.uas)):
             break
         clean = s.rate
-    medians = {r.rate: statistics.median(r.deltas["INVITE"]) * 1000
-               for r in runs if r.deltas.get("INVITE")}
-    ok_medians = {r.rate: statistics.median(r.deltas["200 OK"]) * 1000
-                  for r in runs if r.deltas.get("200 OK")}
+    medians = {
+        r.rate: statistics.median(r.deltas["INVITE"]) * 1000 for r in runs if r.deltas.get("INVITE")
+    }
+    ok_medians = {
+        r.rate: statistics.median(r.deltas["200 OK"]) * 1000 for r in runs if r.deltas.get("200 OK")
+    }
     lines = [
         f"Run {today} on {host}. Hub on core 0 (`taskset -c 0`), SIPp and tshark on core 1; "
         f"loadavg {load_start} at start, {load_end} at the end (others were using the "
-        f"machine: see the \"other load\" columns, in cores). Bench took {elapsed:.0f} s. "
+        f'machine: see the "other load" columns, in cores). Bench took {elapsed:.0f} s. '
         f"Code measured: {code}"
-        + (" (the files changed during the run: a hub started later may have run newer "
-           "code)." if code_fingerprint() != code else "."),
+        + (
+            " (the files changed during the run: a hub started later may have run newer code)."
+            if code_fingerprint() != code
+            else "."
+        ),
         "",
         f"    {command}",
         "",
@@ -1170,14 +1497,28 @@ def main(argv: list[str] | None = None) -> int:
         step_table(steps) if steps else "(no step ran)",
         "",
         f"**Highest rate sustained with 0 failed calls: {best} cps**"
-        + (f" (first failure at {first_fail.rate} cps)" if first_fail else
-           " (every step passed; the steps stopped there)" if steps else "")
+        + (
+            f" (first failure at {first_fail.rate} cps)"
+            if first_fail
+            else " (every step passed; the steps stopped there)"
+            if steps
+            else ""
+        )
         + f"; target >= {TARGET_CPS} cps: {'met' if best >= TARGET_CPS else 'NOT met'}."
-        + (f" Highest with no SIP retransmission either (no pause > 500 ms anywhere): "
-           f"{clean} cps." if steps else ""),
+        + (
+            f" Highest with no SIP retransmission either (no pause > 500 ms anywhere): {clean} cps."
+            if steps
+            else ""
+        ),
     ]
     if runs:
-        worst = max(max(medians.values(), default=0), max(ok_medians.values(), default=0))
+        # The target is judged at the moderate rate (the first latency run); the others
+        # show how the added time grows with load.
+        moderate = runs[0].rate
+        at_moderate = [m[moderate] for m in (medians, ok_medians) if moderate in m]
+        verdict = (
+            "met" if len(at_moderate) == 2 and max(at_moderate) < TARGET_MEDIAN_MS else "NOT met"
+        )
         lines += [
             "",
             "Time the hub adds (tshark on lo, filter `udp port <hub SIP port>`; pairs matched "
@@ -1187,18 +1528,18 @@ def main(argv: list[str] | None = None) -> int:
             latency_table(runs),
             "",
             f"**Median added: INVITE {_at_rates(medians)}; 200 OK {_at_rates(ok_medians)}**"
-            f"; target < {TARGET_MEDIAN_MS:g} ms: "
-            f"{'met' if medians and worst < TARGET_MEDIAN_MS else 'NOT met'}.",
+            f"; target < {TARGET_MEDIAN_MS:g} ms at {moderate} cps: {verdict}.",
         ]
         neg = sum(r.negative for r in runs)
         if neg:
             lines.append(f"\n{neg} negative deltas: the pairing is wrong somewhere.")
     if profile is not None and profile_step is not None:
+        first_note = (profile_step.notes or ["see the SIPp logs"])[0].split(":")[0]
         lines += [
             "",
             f"Profile: one more step at {profile_step.rate} cps with `py-spy record --native "
             f"--rate 100` on the hub (it stops the hub for each sample; this step "
-            f"{'passed' if profile_step.ok else 'failed: ' + '; '.join(profile_step.notes)[:150]}"
+            f"{'passed' if profile_step.ok else 'failed: ' + first_note}"
             f", hub CPU {profile_step.hub_cpu:.0%}).",
             "",
             profile,

@@ -35,11 +35,20 @@ Processes, all on 127.0.0.1:
 Scenarios: ``big`` is one room with every leg; ``rooms10`` is rooms of 10 legs. Legs are
 added step by step (100, 200, ...) to the same mixer process; after each step the
 load runs ``--warmup`` s, then ``--seconds`` s are measured. A step with under 0.5 %
-late+missing at every leg passes; the first failing step ends the scenario. A step
-during which other processes used more than ``--disturbed`` of a core on core 0 or 1
-(from /proc/stat, minus the benchmark's own processes) is measured again once and the
-quieter of the two measurements is kept. The whole run stops by itself within
-``--budget`` seconds (steps that would not fit are skipped and said so).
+late+missing at every leg passes; the first failing step ends the scenario.
+
+Others share this machine (their tests pin processes to core 0 too), so before each
+measurement the bench waits (up to ``--quiet-wait`` s) until threads other than the
+mixer's and the generator's use at most ``--disturbed`` of a core on core 0 and on core 1
+(per-thread CPU from /proc/*/task/*/stat, by the core each last ran on); a step that
+was disturbed all the same is measured once more and the quieter measurement kept.
+The "other load" and, for the hub, the share of the window its thread was runnable
+but waiting for core 0 (/proc/PID/schedstat) are reported with every step. The whole
+run stops by itself within ``--budget`` seconds (steps that would not fit are skipped,
+and the report says so).
+
+Root is needed for ``apt-get install janus`` when Janus is missing and for raising
+net.core.rmem_max when it is under 4 MB (the bench does both if it can, and says so).
 
 Writes the section "Conference capacity (bench/bench_conference.py)" of
 docs/benchmarks.md (``--no-doc`` to skip), keeping the other sections.
@@ -205,9 +214,10 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 class HubMixer:
     name = "hub"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, root: str | None = None) -> None:
         self.child = Child(["taskset", "-c", "0", PY, str(ROOT / "bench" / "conference_hub.py"),
-                            "--port-min", str(HUB_PORTS[0]), "--port-max", str(HUB_PORTS[1])],
+                            "--port-min", str(HUB_PORTS[0]), "--port-max", str(HUB_PORTS[1]),
+                            *(["--root", root] if root else [])],
                            "hub", workdir / "hub.log")
         ready = self.child.recv(30)
         self.pid = int(ready["pid"])
@@ -275,10 +285,16 @@ class JanusMixer:
         return self._post(f"/janus/{self.session}/{handle}", {"janus": "message", "body": body})
 
     def _events(self, timeout: float) -> list[dict[str, Any]]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout + 35)
+        """What Janus queued for the session; [] if nothing came within ``timeout`` s.
+
+        Janus holds an empty long poll for 30 s: give up on it sooner instead.
+        """
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
         try:
             conn.request("GET", f"/janus/{self.session}?maxev=5000&rid={time.monotonic_ns()}")
             data = json.loads(conn.getresponse().read())
+        except TimeoutError:
+            return []
         finally:
             conn.close()
         return data if isinstance(data, list) else [data]
@@ -320,7 +336,7 @@ class JanusMixer:
     def drain_events(self) -> None:
         """Janus queues a 'joined' notification per participant per join: read them."""
         while True:
-            evs = self._events(0.5)
+            evs = self._events(1.0)
             if not evs or all(e.get("janus") == "keepalive" for e in evs):
                 return
 
@@ -406,7 +422,18 @@ class Row:
     softirq0: float
     load: str
     hub: dict[str, Any] = field(default_factory=dict)
+    wait: float = 0.0
+    """Share of the window the mixer's threads were runnable but not running (schedstat)."""
     remeasured: bool = False
+
+    def disturbance(self, args: argparse.Namespace) -> float:
+        """How much others got in the way, in cores (the hub's own wait counts for the hub:
+        its single thread should never wait for core 0; Janus's threads wait for each other)."""
+        own = self.wait if self.side == "hub" else 0.0
+        return max(self.other[0], self.other[1] * 0.5, own)
+
+    def disturbed(self, args: argparse.Namespace) -> bool:
+        return self.disturbance(args) > args.disturbed
 
     @property
     def bad(self) -> float:
@@ -433,25 +460,122 @@ def leg_plan(scenario: str, start: int, count: int, gen_sockets: int) -> list[di
     return legs
 
 
+def thread_cpu() -> dict[tuple[int, int], tuple[float, int]]:
+    """Every thread on the machine: (CPU seconds so far, the core it last ran on)."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    x = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[(int(pid), int(tid))] = ((int(x[11]) + int(x[12])) / CLK_TCK, int(x[36]))
+    return out
+
+
+def others(before: dict[tuple[int, int], tuple[float, int]],
+           after: dict[tuple[int, int], tuple[float, int]], ours: set[int], span: float
+           ) -> tuple[float, float]:
+    """CPU (in cores) that threads other than ``ours`` used on core 0 and on core 1."""
+    load = [0.0, 0.0]
+    for key, (cpu, core) in after.items():
+        if key[0] in ours or core > 1:
+            continue
+        load[core] += cpu - before.get(key, (0.0, core))[0]
+    return load[0] / span, load[1] / span
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a core (schedstat)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except OSError:
+            pass
+    return total / 1e9
+
+
+def other_load(pids: tuple[int, int], seconds: float) -> tuple[float, float]:
+    """Cores 0 and 1 used by others than the mixer, the generator and this process."""
+    before, s0, c0, t0 = thread_cpu(), cpu_times(), [proc_cpu(p) for p in pids], time.monotonic()
+    time.sleep(seconds)
+    after, s1, c1, t1 = thread_cpu(), cpu_times(), [proc_cpu(p) for p in pids], time.monotonic()
+    span = t1 - t0
+    by_thread = others(before, after, {*pids, os.getpid()}, span)
+    by_core = core_others(s0, s1, [c1[0] - c0[0], c1[1] - c0[1]], span)
+    return max(by_thread[0], by_core[0]), max(by_thread[1], by_core[1])
+
+
+def core_others(s0: dict[str, tuple[float, float]], s1: dict[str, tuple[float, float]],
+                ours: list[float], span: float) -> tuple[float, float]:
+    """Busy time of cores 0 and 1 (/proc/stat) minus our processes' CPU and softirq.
+
+    Catches processes too short-lived for the per-thread count; the softirq time is left
+    out because loopback delivery runs as softirq on the sender's core (ours, mostly).
+    """
+    out = []
+    for k, name in enumerate(("cpu0", "cpu1")):
+        if name not in s1:
+            out.append(0.0)
+            continue
+        busy = s1[name][0] - s0[name][0] - (s1[name][1] - s0[name][1])
+        out.append(max(busy - ours[k] - 0.0, 0.0) / span)
+    return out[0], out[1]
+
+
+def wait_quiet(pids: tuple[int, int], args: argparse.Namespace, deadline: float,
+               hub: bool) -> float:
+    """Wait (bounded) until others leave cores 0 and 1 alone; returns the seconds waited."""
+    start = time.monotonic()
+    while True:
+        w0 = run_delay(pids[0])
+        other = other_load(pids, 1.0)
+        waited = run_delay(pids[0]) - w0 if hub else 0.0
+        if max(other[0], other[1] * 0.5, waited) <= args.disturbed:
+            break
+        if time.monotonic() - start > args.quiet_wait or time.monotonic() + 30 > deadline:
+            print(f"  still busy ({other[0]:.2f}/{other[1]:.2f} cores): measuring anyway",
+                  flush=True)
+            break
+    return time.monotonic() - start
+
+
 def measure(side: str, scenario: str, n: int, mixer: Any, gen: Child, args: argparse.Namespace
             ) -> Row:
     hub_before = mixer.stats() if side == "hub" else None
-    c0, g0, s0, t0 = proc_cpu(mixer.pid), proc_cpu(gen.pid), cpu_times(), time.monotonic()
+    time.sleep(0.5)  # whatever answering the stats delayed is out of the window
+    ours = {mixer.pid, gen.pid, os.getpid()}
+    th0 = thread_cpu()
+    c0, g0, s0, w0 = proc_cpu(mixer.pid), proc_cpu(gen.pid), cpu_times(), run_delay(mixer.pid)
+    t0 = time.monotonic()
     gen.ask({"op": "measure", "seconds": args.seconds, "allowance": args.allowance / 1000})
     gen.recv(args.seconds + 30)  # window_end
-    c1, g1, s1, t1 = proc_cpu(mixer.pid), proc_cpu(gen.pid), cpu_times(), time.monotonic()
+    c1, g1, s1, w1 = proc_cpu(mixer.pid), proc_cpu(gen.pid), cpu_times(), run_delay(mixer.pid)
+    t1 = time.monotonic()
+    th1 = thread_cpu()
     hub_after = mixer.stats() if side == "hub" else None
     res = gen.recv(120)["results"]
     span = t1 - t0
     cpu = (c1 - c0) / span
     gcpu = (g1 - g0) / span
     busy0 = (s1["cpu0"][0] - s0["cpu0"][0]) / span
-    busy1 = (s1["cpu1"][0] - s0["cpu1"][0]) / span if "cpu1" in s1 else 0.0
     soft0 = (s1["cpu0"][1] - s0["cpu0"][1]) / span
-    soft1 = (s1["cpu1"][1] - s0["cpu1"][1]) / span if "cpu1" in s1 else 0.0
-    # Loopback delivery runs in the sender's softirq on its own core: that time is the
-    # mixer's (core 0) or the generator's (core 1), not somebody else's.
-    other = (max(busy0 - cpu - soft0, 0.0), max(busy1 - gcpu - soft1, 0.0))
+    by_thread = others(th0, th1, ours, span)
+    by_core = core_others(s0, s1, [c1 - c0, g1 - g0], span)
+    other = (max(by_thread[0], by_core[0]), max(by_thread[1], by_core[1]))
     hub: dict[str, Any] = {}
     if hub_before is not None and hub_after is not None:
         worst_conceal = 0.0
@@ -470,8 +594,13 @@ def measure(side: str, scenario: str, n: int, mixer: Any, gen: Child, args: argp
                "late_ticks": e1["late_ticks"] - e0["late_ticks"],
                "skipped_ticks": e1["skipped_ticks"] - e0["skipped_ticks"],
                "max_lateness_ms": e1["max_lateness_ms"],
-               "mix_us_avg": hub_after["mix_us_avg"]}
-    return Row(side, scenario, n, res, cpu, gcpu, (busy0, busy1), other, soft0, loadavg(), hub)
+               "mix_us_avg": (hub_after["mix_seconds"] - hub_before["mix_seconds"]) * 1e6
+               / max(hub_after["mix_ticks"] - hub_before["mix_ticks"], 1),
+               "mix_us_max": hub_after["mix_us_max"],
+               "gc_ms_max": hub_after["gc"]["max"] * 1000,
+               "gc_ms_per_s": (hub_after["gc"]["total"] - hub_before["gc"]["total"]) * 1000 / span}
+    return Row(side, scenario, n, res, cpu, gcpu, (busy0, 0.0), other, soft0, loadavg(), hub,
+               wait=(w1 - w0) / span)
 
 
 def run_scenario(side: str, scenario: str, steps: list[int], args: argparse.Namespace,
@@ -484,7 +613,7 @@ def run_scenario(side: str, scenario: str, steps: list[int], args: argparse.Name
     try:
         hello = gen.recv(30)
         gen_ports = [int(p) for p in hello["ports"]]
-        mixer = HubMixer(workdir) if side == "hub" else JanusMixer(workdir)
+        mixer = HubMixer(workdir, args.hub_root) if side == "hub" else JanusMixer(workdir)
         sink = gen_ports[-1]
         have = 0
         for n in steps:
@@ -501,15 +630,17 @@ def run_scenario(side: str, scenario: str, steps: list[int], args: argparse.Name
             have = n
             if side == "janus":
                 mixer.drain_events()
-            time.sleep(args.warmup)
+            time.sleep(max(args.warmup - 1.0, 0.0))
+            wait_quiet((mixer.pid, gen.pid), args, deadline, side == "hub")
             row = measure(side, scenario, n, mixer, gen, args)
-            if max(row.other) > args.disturbed:
+            if row.disturbed(args) and time.monotonic() + per_step < deadline:
                 print(f"  {side}/{scenario} {n}: other load {row.other[0]:.2f}/"
-                      f"{row.other[1]:.2f} cores: measuring again", flush=True)
-                time.sleep(1.0)
+                      f"{row.other[1]:.2f} cores, mixer waited {row.wait * 100:.0f}%: "
+                      "measuring again", flush=True)
+                wait_quiet((mixer.pid, gen.pid), args, deadline, side == "hub")
                 again = measure(side, scenario, n, mixer, gen, args)
                 again.remeasured = True
-                if max(again.other) < max(row.other):
+                if again.disturbance(args) < row.disturbance(args):
                     row = again
             rows.append(row)
             r = row.res
@@ -519,7 +650,9 @@ def run_scenario(side: str, scenario: str, steps: list[int], args: argparse.Name
                   f"({row.cpu * 100 / n:.3f}%/leg), lat p50/p99 {fmt(r['lat_p50'])}/"
                   f"{fmt(r['lat_p99'])} ms ({r['lat_n']} probes, "
                   f"{r['probes_found']}/{r['probes_expected']} found), gen lag p99 "
-                  f"{r['gen_lag_p99']:.1f} ms, gen cpu {row.gen_cpu * 100:.0f}%, other "
+                  f"{r['gen_lag_p99']:.1f} ms, gen cpu {row.gen_cpu * 100:.0f}%, lateness p50/p99/"
+                  f"p99.9 {r['lateness_p50']:.1f}/{r['lateness_p99']:.1f}/"
+                  f"{r['lateness_p999']:.1f} ms, mixer waited {row.wait * 100:.0f}%, other "
                   f"{row.other[0]:.2f}/{row.other[1]:.2f}, {row.hub or ''} "
                   f"[{time.monotonic() - t_step:.0f} s]", flush=True)
             if not row.ok:
@@ -568,24 +701,28 @@ def side_by_side(scenario: str, by: dict[tuple[str, str], list[Row]]) -> str:
 
 
 def details(rows: list[Row]) -> str:
-    lines = ["| side | scenario | legs | worst leg late / missing of expected | legs over 0.5% | "
-             "max lateness ms | min frames/s (worst leg) | probes found | latency max ms | "
-             "hub input concealed (worst leg) | hub late ticks | mix us/tick | core 0 busy | "
-             "core 0 softirq | generator CPU / lag p99 ms | other load core 0 / 1 | loadavg |",
-             "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| side | scenario | legs | worst leg: late / missing of expected | legs over 0.5% | "
+             "lateness p99 / max ms | min frames/s (worst leg) | probes found | latency max ms | "
+             "hub input concealed (worst leg) | hub late / skipped ticks | hub tick us avg / max | "
+             "hub GC max ms | hub waited for its core | core 0 softirq | generator CPU / lag p99 "
+             "ms | other load core 0 / 1 | loadavg |",
+             "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             "---:|---:|"]
     for r in rows:
         x = r.res
         hub = r.hub
         conceal = f"{hub['worst_conceal_pct']:.2f}%" if hub else "-"
-        late_ticks = (f"{hub['late_ticks']} (+{hub['skipped_ticks']} skipped)" if hub else "-")
-        mix = f"{hub['mix_us_avg']:.0f}" if hub else "-"
+        ticks = f"{hub['late_ticks']} / {hub['skipped_ticks']}" if hub else "-"
+        mix = f"{hub['mix_us_avg']:.0f} / {hub['mix_us_max']:.0f}" if hub else "-"
+        gcm = f"{hub['gc_ms_max']:.1f}" if hub else "-"
+        wait = f"{r.wait * 100:.0f}%" if hub else "-"
         re_ = " (re-measured)" if r.remeasured else ""
         lines.append(
             f"| {r.side} | {r.scenario} | {r.legs} | {x['worst_late']} / {x['worst_missing']} of "
-            f"{x['worst_expected']} | {x['legs_over']} | {x['max_late_ms']:.1f} | "
-            f"{x['min_frames_per_s']} | {x['probes_found']}/{x['probes_expected']} | "
-            f"{fmt(x['lat_max'])} | {conceal} | {late_ticks} | {mix} | "
-            f"{r.core_busy[0] * 100:.0f}% | {r.softirq0 * 100:.0f}% | "
+            f"{x['worst_expected']} | {x['legs_over']} | {x['lateness_p99']:.1f} / "
+            f"{x['max_late_ms']:.1f} | {x['min_frames_per_s']} | "
+            f"{x['probes_found']}/{x['probes_expected']} | {fmt(x['lat_max'])} | {conceal} | "
+            f"{ticks} | {mix} | {gcm} | {wait} | {r.softirq0 * 100:.0f}% | "
             f"{r.gen_cpu * 100:.0f}% / {x['gen_lag_p99']:.1f} | "
             f"{r.other[0]:.2f} / {r.other[1]:.2f}{re_} | {r.load} |")
     return "\n".join(lines)
@@ -634,15 +771,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="load before measuring")
     parser.add_argument("--allowance", type=float, default=20.0,
                         help="jitter allowance, ms: later than this after its due time = late")
-    parser.add_argument("--disturbed", type=float, default=0.10,
+    parser.add_argument("--disturbed", type=float, default=0.08,
                         help="other load (cores) on core 0 or 1 that triggers a re-measure")
+    parser.add_argument("--quiet-wait", type=float, default=20.0,
+                        help="seconds to wait, per step, for other load to go away")
     parser.add_argument("--gen-sockets", type=int, default=16)
     parser.add_argument("--budget", type=float, default=700.0, help="seconds for the whole run")
+    parser.add_argument("--hub-root", help="import the hub's media/ from this directory "
+                        "(to measure another version of the engine)")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     deadline = started + args.budget
+    try:
+        # Keep this process (its /proc scans, its JSON) off the mixer's core.
+        os.sched_setaffinity(0, {1})
+    except OSError:
+        pass
     sides = [s for s in args.sides.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     steps = [int(s) for s in args.steps.split(",") if s]

@@ -19,23 +19,57 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
+import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# --root DIR imports media/ from DIR instead of this checkout (before/after comparisons).
+_ROOT = (sys.argv[sys.argv.index("--root") + 1] if "--root" in sys.argv
+         else os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, _ROOT)
 
 from media.codecs import PCMU  # noqa: E402
 from media.engine import MediaEngine  # noqa: E402
 from media.ports import PortAllocator  # noqa: E402
 
 
-async def serve(port_min: int, port_max: int) -> None:
+async def serve(port_min: int, port_max: int, debug: bool = False) -> None:
     loop = asyncio.get_running_loop()
     engine = MediaEngine(PortAllocator("127.0.0.1", port_min, port_max),
                          advertised_host="127.0.0.1", loop=loop, rtp_timeout=3600)
     done = loop.create_future()
+    gc_state = {"start": 0.0, "max": 0.0, "total": 0.0, "count": 0}
+
+    def gc_timer(phase: str, info: dict[str, Any]) -> None:
+        # The collector's pauses are pauses of the mixer: count them.
+        if phase == "start":
+            gc_state["start"] = time.perf_counter()
+        else:
+            spent = time.perf_counter() - gc_state["start"]
+            gc_state["total"] += spent
+            gc_state["count"] += 1
+            gc_state["max"] = max(gc_state["max"], spent)
+
+    gc.callbacks.append(gc_timer)
+    long_ticks: list[tuple[float, float, float]] = []
+    if debug:
+        # Which long ticks were long because the process was not running (wall >> CPU)?
+        from media.engine import MediaBridge
+
+        real_tick = MediaBridge.tick
+
+        def timed_tick(self: MediaBridge, now: float, wall: float) -> None:
+            t0, c0 = time.perf_counter(), time.process_time()
+            real_tick(self, now, wall)
+            spent = time.perf_counter() - t0
+            if spent > 0.015:
+                long_ticks.append((round(now, 3), round(spent * 1000, 1),
+                                   round((time.process_time() - c0) * 1000, 1)))
+
+        MediaBridge.tick = timed_tick  # type: ignore[method-assign]
     legs: list[Any] = []
     inbuf = bytearray()
 
@@ -62,10 +96,14 @@ async def serve(port_min: int, port_max: int) -> None:
                 j = leg.jitter.stats
                 per_leg.append([leg.stats.packets_in, j.lost + j.underruns, j.late, j.dropped,
                                 leg.stats.packets_out])
-            mix = [b.snapshot() for b in engine.bridges.values()]
-            reply({"engine": engine.snapshot(), "legs": per_leg,
-                   "mix_us_avg": max((m["mix_us_avg"] for m in mix), default=0),
-                   "mix_us_max": max((m["mix_us_max"] for m in mix), default=0)})
+            mix = [b.stats for b in engine.bridges.values()]
+            reply({"engine": engine.snapshot(), "legs": per_leg, "gc": dict(gc_state),
+                   "long_ticks": long_ticks[-50:],
+                   "mix_seconds": sum(m.mix_seconds for m in mix),
+                   "mix_ticks": sum(m.ticks for m in mix),
+                   "mix_us_max": max((m.max_tick_seconds * 1e6 for m in mix), default=0)})
+            for m in mix:
+                m.max_tick_seconds = 0.0  # the next answer: the longest tick since this one
         elif op == "quit":
             if not done.done():
                 done.set_result(None)
@@ -102,10 +140,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port-min", type=int, default=40000)
     parser.add_argument("--port-max", type=int, default=45999)
+    parser.add_argument("--root", help="import media/ from this directory")
+    parser.add_argument("--debug-ticks", action="store_true",
+                        help="report ticks over 15 ms with their CPU time")
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(serve(args.port_min, args.port_max))
+    uvloop.run(serve(args.port_min, args.port_max, args.debug_ticks))
     return 0
 
 

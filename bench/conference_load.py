@@ -261,6 +261,7 @@ class Load:
         min_per_s = np.zeros(n, dtype=np.int64)
         max_late_ms = np.zeros(n)
         whole = int(math.floor(t_end - t_start))
+        all_late: list[np.ndarray] = []
         for i in range(n):
             a, b = bounds[i], bounds[i + 1]
             expected_time = int(round((window_end - t_start) / PERIOD))
@@ -282,6 +283,7 @@ class Load:
             expected = max(k_hi - k_lo + 1, 0)
             inwin = (slot >= k_lo) & (slot <= k_hi)
             lateness = offset[inwin] - best
+            all_late.append(lateness)
             late = int((lateness > allowance).sum())
             on_time = int(inwin.sum()) - late
             expected_n[i] = expected
@@ -335,6 +337,7 @@ class Load:
                     if t_send < t_end - 0.5:
                         found_hits += 1
         lat = np.array(latencies) * 1000
+        pooled = np.concatenate(all_late) * 1000 if all_late else np.zeros(1)
         lags = np.array(self.lags) * 1000 if self.lags else np.zeros(1)
         return {
             "legs": n,
@@ -351,6 +354,9 @@ class Load:
             "total_missing": int(missing_n.sum()),
             "total_expected": int(expected_n.sum()),
             "max_late_ms": float(max_late_ms.max()) if n else 0.0,
+            "lateness_p50": float(np.percentile(pooled, 50)),
+            "lateness_p99": float(np.percentile(pooled, 99)),
+            "lateness_p999": float(np.percentile(pooled, 99.9)),
             "min_frames_per_s": int(min_per_s.min()) if n else 0,
             "lat_n": int(lat.size),
             "lat_p50": float(np.percentile(lat, 50)) if lat.size else None,

@@ -12,7 +12,11 @@ A :class:`DispatchCall` owns a bridge and the legs the hub dialled for it:
 Calls the hub did not place (a phone calling a phone, a room) are reachable too, so
 barge-in, monitor and whisper work on any live call: the dispatcher's own leg (a
 named phone) is dialled into that call's bridge with the relation asked for.
-Every change is an event on the bus.
+
+A dispatcher with only a browser and a headset is a leg too: ``join_browser`` answers
+the page's WebRTC offer with a leg in the call's bridge (same relations), and
+``create_from_browser`` opens a call whose bridge holds the browser's leg first and
+then dials the targets. Every change is an event on the bus.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from typing import Any
 import numpy as np
 
 from bridges.events import Event, EventBus
-from bridges.model import Bridge
+from bridges.model import Bridge, Leg, LegState
 from gateways.originate import OutboundLeg, Outcome
 from gateways.sip_gateway import SipGateway
+from gateways.webrtc import WebRtcError, WebRtcLegChanged, WebRtcSessions
 from media.engine import DtmfReceived, LegTimedOut, MediaBridge, MediaEvent
+from media.errors import PortsExhausted
 from media.tones import Player, music_on_hold, silence, tone
 
 log = logging.getLogger(__name__)
@@ -97,19 +103,32 @@ class DispatchLeg:
     confirmed: bool | None = None
     """Roll call: True once the member pressed 1, False if they never did."""
     moh: Player | None = None
+    browser: Leg | None = None
+    """The dispatcher's browser (a WebRTC leg) instead of a dialled phone."""
+    browser_outcome: str = "pending"
+    """A browser leg's outcome: pending, answered (media flowed) or failed."""
 
     @property
     def id(self) -> str:
-        return self.out.id if self.out else f"pending-{self.target}"
+        if self.out:
+            return self.out.id
+        return self.browser.id if self.browser else f"pending-{self.target}"
 
     def as_dict(self) -> dict[str, Any]:
         out = self.out
+        if out is not None:
+            state, outcome, status = out.leg.state.value, out.outcome.value, out.status
+        elif self.browser is not None:
+            state, outcome, status = self.browser.state.value, self.browser_outcome, 0
+        else:
+            state, outcome, status = "new", "pending", 0
         return {
             "leg_id": self.id,
             "target": self.target,
-            "state": out.leg.state.value if out else "new",
-            "outcome": out.outcome.value if out else "pending",
-            "status": out.status if out else 0,
+            "kind": "webrtc" if self.browser is not None else "sip",
+            "state": state,
+            "outcome": outcome,
+            "status": status,
             "relation": self.relation.value,
             "whisper_to": self.whisper_to,
             "muted": self.muted,
@@ -163,20 +182,55 @@ class CallService:
 
     def __init__(self, gateway: SipGateway, bus: EventBus, *,
                  recorder_factory: Callable[[str, int], Any] | None = None,
-                 ring_timeout: float = 30.0) -> None:
+                 ring_timeout: float = 30.0, webrtc: WebRtcSessions | None = None) -> None:
         self.gateway = gateway
         self.engine = gateway.engine
         self.bus = bus
         self.recorder_factory = recorder_factory
         self.ring_timeout = ring_timeout
+        self.webrtc = webrtc
         self.calls: dict[str, DispatchCall] = {}
         self._by_bridge: dict[str, DispatchCall] = {}
+        self._by_browser_leg: dict[str, DispatchCall] = {}
         self._ids = itertools.count(1)
         gateway.media_listeners.append(self._on_media_event)
+        if webrtc is not None:
+            webrtc.listeners.append(self._on_webrtc_event)
 
     # -- creating ------------------------------------------------------------------------------
     def create(self, targets: list[str], mode: str = "group", *, record: bool = False,
                operator: str | None = None, rate: int = 8000) -> DispatchCall:
+        call = self._open(targets, mode, record=record, operator=operator, rate=rate)
+        self._start(call)
+        return call
+
+    async def create_from_browser(self, targets: list[str], offer_sdp: str,
+                                  mode: str = "single", *, record: bool = False,
+                                  operator: str | None = None, rate: int = 8000,
+                                  ) -> tuple[DispatchCall, DispatchLeg, str]:
+        """A call started from the page: the dispatcher's browser is in the bridge first,
+        then the targets are dialled as ``create`` would. Returns the call, the browser's
+        leg and the SDP answer for the page. In a broadcast the browser holds the floor.
+        """
+        self._sessions()
+        call = self._open(targets, mode, record=record, operator=operator, rate=rate)
+        relation = Relation.BARGE if mode == "broadcast" else Relation.MEMBER
+        try:
+            dleg, answer = await self._add_browser(call, offer_sdp, relation=relation,
+                                                   whisper_to=None, operator=operator)
+        except BaseException:
+            # Refused before anyone was dialled: the call never existed.
+            self.calls.pop(call.id, None)
+            self._by_bridge.pop(call.bridge.id, None)
+            call.media.close()
+            call.bridge.close("browser offer refused")
+            raise
+        self._start(call)
+        return call, dleg, answer
+
+    def _open(self, targets: list[str], mode: str, *, record: bool, operator: str | None,
+              rate: int) -> DispatchCall:
+        """A validated call with its bridges, nobody dialled yet."""
         if mode not in MODES:
             raise CallInvalid(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         names = [t.strip() for t in targets if isinstance(t, str) and t.strip()]
@@ -201,15 +255,19 @@ class CallService:
         if mode == "broadcast":
             # One way: only the floor holder is heard (nobody until a dispatcher joins).
             media.mixer.set_floor(True, None)
-        if mode == "rollcall":
-            call.queue = list(names)
+        return call
+
+    def _start(self, call: DispatchCall) -> None:
+        """Dial the call's targets (one after another for a roll call)."""
+        if call.mode == "rollcall":
+            call.queue = list(call.targets)
             self._next_rollcall(call)
         else:
-            for name in names:
-                self._dial(call, name, auto_answer=mode == "broadcast")
-        log.info("%s: %s call to %s by %s", call_id, mode, ", ".join(names), operator)
+            for name in call.targets:
+                self._dial(call, name, auto_answer=call.mode == "broadcast")
+        log.info("%s: %s call to %s by %s", call.id, call.mode, ", ".join(call.targets),
+                 call.operator)
         self._changed(call)
-        return call
 
     def _dial(self, call: DispatchCall, name: str, *, auto_answer: bool = False,
               relation: Relation = Relation.MEMBER, whisper_to: str | None = None,
@@ -303,6 +361,61 @@ class CallService:
                 self._next_rollcall(call)
         elif isinstance(event, LegTimedOut) and dleg.out is not None:
             self.gateway.originator.hang_up(dleg.out, "rtp timeout")
+        elif isinstance(event, LegTimedOut) and dleg.browser is not None and self.webrtc:
+            self.webrtc.close(dleg.id, "no audio from the browser")
+
+    # -- browsers ---------------------------------------------------------------------------------
+    def _sessions(self) -> WebRtcSessions:
+        if self.webrtc is None:
+            raise CallConflict("browser audio (WebRTC) is not available on this hub")
+        return self.webrtc
+
+    async def _add_browser(self, call: DispatchCall, offer_sdp: str, *, relation: Relation,
+                           whisper_to: str | None, operator: str | None,
+                           ) -> tuple[DispatchLeg, str]:
+        """Answer the page's offer with a WebRTC leg in the call's bridge."""
+        webrtc = self._sessions()
+        if call.media.closed:
+            raise CallConflict(f"call {call.id} has ended")
+        who = operator or "browser"
+        leg = call.bridge.add_leg("webrtc", who)
+        dleg = DispatchLeg(who, None, relation=relation, whisper_to=whisper_to, browser=leg)
+        try:
+            answer = await webrtc.offer(offer_sdp, bridge=call.media, leg_id=leg.id, peer=who)
+        except WebRtcError as exc:
+            leg.set_state(LegState.ENDED, "offer refused")
+            raise CallInvalid(str(exc)) from None
+        except PortsExhausted as exc:
+            leg.set_state(LegState.ENDED, "no media port")
+            raise CallConflict(str(exc)) from None
+        except BaseException:
+            leg.set_state(LegState.ENDED, "offer failed")
+            raise
+        call.legs[leg.id] = dleg
+        self._by_browser_leg[leg.id] = call
+        self._apply_relation(call, dleg)
+        self._changed(call)
+        return dleg, answer
+
+    def _on_webrtc_event(self, event: WebRtcLegChanged) -> None:
+        call = self._by_browser_leg.get(event.leg_id)
+        if call is None:
+            return
+        dleg = call.legs.get(event.leg_id)
+        if dleg is None or dleg.browser is None:
+            return
+        if event.state == "connected":
+            dleg.browser_outcome = "answered"
+            if dleg.browser.state is LegState.NEW:
+                dleg.browser.set_state(LegState.UP, "browser connected")
+        elif event.state == "closed":
+            del self._by_browser_leg[event.leg_id]
+            if dleg.browser_outcome == "pending":
+                dleg.browser_outcome = "failed"
+            dleg.browser.set_state(LegState.ENDED, event.reason)
+        else:
+            return
+        self._changed(call)
 
     # -- control ---------------------------------------------------------------------------------
     def get(self, call_id: str) -> DispatchCall:
@@ -375,6 +488,9 @@ class CallService:
         if dleg is not None and dleg.out is not None:
             self.gateway.originator.hang_up(dleg.out, "kicked")
             return
+        if dleg is not None and dleg.browser is not None and self.webrtc is not None:
+            self.webrtc.close(leg_id, "kicked")
+            return
         sip_call = self.gateway.calls.get(call.id)
         if sip_call is not None:
             self.gateway.hangup(sip_call, "kicked")
@@ -403,9 +519,9 @@ class CallService:
             if dleg.out is not None:
                 self.gateway.originator.reinvite(dleg.out, "sendonly" if hold else "sendrecv")
 
-    def join(self, call_id: str, relation: str, phone: str, *,
-             leg_id: str | None = None, operator: str | None = None) -> DispatchLeg:
-        """Bring the dispatcher's phone into a call: barge, monitor or whisper to a leg."""
+    def _joinable(self, call_id: str, relation: str,
+                  leg_id: str | None) -> tuple[DispatchCall, Relation]:
+        """The call and relation a dispatcher may join with (the checks both joins share)."""
         try:
             rel = Relation(relation)
         except ValueError:
@@ -418,12 +534,29 @@ class CallService:
                 raise CallInvalid("whisper needs the leg_id of the party to whisper to")
             if leg_id not in call.media.mixer:
                 raise CallNotFound(f"no answered leg {leg_id!r} in call {call_id}")
+        return call, rel
+
+    def join(self, call_id: str, relation: str, phone: str, *,
+             leg_id: str | None = None, operator: str | None = None) -> DispatchLeg:
+        """Bring the dispatcher's phone into a call: barge, monitor or whisper to a leg."""
+        call, rel = self._joinable(call_id, relation, leg_id)
         route = self.gateway.resolve(phone)
         if not route.targets:
             raise CallConflict(f"{phone} cannot be reached now ({route.status})")
         dleg = self._dial(call, phone, relation=rel, whisper_to=leg_id)
         log.info("%s: %s joins as %s (by %s)", call.id, phone, rel.value, operator)
         return dleg
+
+    async def join_browser(self, call_id: str, relation: str, offer_sdp: str, *,
+                           leg_id: str | None = None, operator: str | None = None,
+                           ) -> tuple[DispatchLeg, str]:
+        """``join`` with the dispatcher's browser instead of a phone: answers the page's
+        WebRTC offer (returned with the new leg) with a leg in the call's bridge."""
+        call, rel = self._joinable(call_id, relation, leg_id)
+        dleg, answer = await self._add_browser(call, offer_sdp, relation=rel, whisper_to=leg_id,
+                                               operator=operator)
+        log.info("%s: browser of %s joins as %s", call.id, operator, rel.value)
+        return dleg, answer
 
     def add_member(self, call_id: str, target: str) -> DispatchLeg:
         call = self.get(call_id)
@@ -464,6 +597,8 @@ class CallService:
         for dleg in list(call.legs.values()):
             if dleg.out is not None and not dleg.out.ended:
                 self.gateway.originator.hang_up(dleg.out, reason)
+            elif dleg.browser is not None and self.webrtc is not None:
+                self.webrtc.close(dleg.id, reason)
         if not call.owned:
             sip_call = self.gateway.calls.get(call.id)
             if sip_call is not None:

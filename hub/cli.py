@@ -1,4 +1,5 @@
-"""The ``hub`` command: run the server; manage users, trunks, rooms and recordings.
+"""The ``hub`` command: run the server; manage users, trunks, rooms, recordings,
+console operators and the directory.
 
 Management commands write straight to ``DATA_DIR/hub.sqlite3``; a running server sees
 the change on its next lookup, no restart needed.
@@ -18,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from dispatch.errors import DispatchError, ImportFailed
+from dispatch.errors import InvalidInput as DispatchInvalid
 from hub import __version__
 from hub.config import (
     DEFAULT_BIND,
@@ -284,6 +287,58 @@ def build_parser() -> argparse.ArgumentParser:
     room_remove.add_argument("number", metavar="NUMBER")
     room_remove.set_defaults(handler=_room_remove)
 
+    # -- operator
+    operator = commands.add_parser(
+        "operator",
+        parents=[common],
+        help="manage console operators",
+        description="Manage the people who log in to the dispatch console. Roles: "
+        "dispatcher (runs calls, reads the directory), supervisor (also edits the "
+        "directory and reads the audit log), admin (also manages operators and users). "
+        "Passwords are stored as argon2id hashes.",
+    )
+    operator_commands = operator.add_subparsers(
+        dest="operator_command", required=True, metavar="ACTION")
+    operator_add = operator_commands.add_parser("add", parents=[common], help="add an operator")
+    operator_add.add_argument("name", metavar="NAME",
+                              help="operator name: 1-64 of A-Z a-z 0-9 . _ ~ @ -")
+    operator_add.add_argument("--password", required=True, metavar="PW",
+                              help="at least 8 characters ('-' reads it from stdin)")
+    operator_add.add_argument("--role", required=True,
+                              choices=("dispatcher", "supervisor", "admin"))
+    operator_add.add_argument("--display-name", metavar="NAME", help="name shown in the console")
+    operator_add.set_defaults(handler=_operator_add)
+    operator_list = operator_commands.add_parser("list", parents=[common],
+                                                 help="list operators")
+    operator_list.set_defaults(handler=_operator_list)
+    operator_remove = operator_commands.add_parser(
+        "remove", parents=[common], help="remove an operator and revoke its sessions")
+    operator_remove.add_argument("name", metavar="NAME")
+    operator_remove.set_defaults(handler=_operator_remove)
+
+    # -- directory
+    directory = commands.add_parser(
+        "directory",
+        parents=[common],
+        help="manage the directory (people, units, groups)",
+        description="The dispatch directory. Every SIP user is a person already; "
+        "import adds units, people with several endpoints, and groups.",
+    )
+    directory_commands = directory.add_subparsers(
+        dest="directory_command", required=True, metavar="ACTION")
+    directory_import = directory_commands.add_parser(
+        "import",
+        parents=[common],
+        help="import people, units and groups from CSV",
+        description="Import a CSV file with a header row; columns (any order, only name "
+        "required): name, kind (person|device), title, unit (a path: 'City/Station 1'), "
+        "endpoints ('sip:1001;mobile:13800138000', preferred first), groups "
+        "('Fire team 3;Night shift'). A row matching a person's name and unit updates it. "
+        "All or nothing: every bad line is reported and nothing is written.",
+    )
+    directory_import.add_argument("file", type=Path, metavar="FILE", help="CSV file ('-': stdin)")
+    directory_import.set_defaults(handler=_directory_import)
+
     # -- recording
     recording = commands.add_parser(
         "recording",
@@ -336,6 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidInput as exc:
         _error(f"hub: error: {exc}")
         return EXIT_USAGE
+    except DispatchError as exc:
+        _error(f"hub: error: {exc}")
+        return EXIT_USAGE if isinstance(exc, DispatchInvalid) else EXIT_FAILURE
     except StoreError as exc:
         _error(f"hub: error: {exc}")
         return EXIT_FAILURE
@@ -463,6 +521,62 @@ def _room_list(args: argparse.Namespace) -> int:
     rows = [[r.number, r.name or "-", "yes" if r.pin else "no", "yes" if r.record else "no",
              str(r.rate)] for r in rooms]
     print(_table(["ROOM", "NAME", "PIN", "RECORD", "RATE"], rows))
+    return EXIT_OK
+
+
+def _operator_add(args: argparse.Namespace) -> int:
+    from console.auth import AuthService
+
+    password = _read_password(args.password, sys.stdin)
+    with Store.open(_data_dir(args)) as store:
+        operator = AuthService(store).add_operator(
+            args.name, args.role, password=password, display_name=args.display_name)
+    print(f"added operator {operator.name} ({operator.role.value})")
+    return EXIT_OK
+
+
+def _operator_list(args: argparse.Namespace) -> int:
+    from console.auth import AuthService
+
+    with Store.open(_data_dir(args)) as store:
+        operators = AuthService(store).list_operators()
+    if not operators:
+        print("no operators (add one: hub operator add NAME --password PW --role admin)")
+        return EXIT_OK
+    rows = [[o.name, o.role.value, o.display_name or "-", _when(o.created_at)]
+            for o in operators]
+    print(_table(["OPERATOR", "ROLE", "DISPLAY NAME", "CREATED"], rows))
+    return EXIT_OK
+
+
+def _operator_remove(args: argparse.Namespace) -> int:
+    from console.auth import AuthService
+
+    with Store.open(_data_dir(args)) as store:
+        revoked = AuthService(store).remove_operator(args.name)
+    print(f"removed operator {args.name} ({revoked} session(s) revoked)")
+    return EXIT_OK
+
+
+def _directory_import(args: argparse.Namespace) -> int:
+    from dispatch.directory import DirectoryService
+
+    try:
+        data = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
+    except OSError as exc:
+        _error(f"hub directory import: error: cannot read {args.file}: {exc.strerror}")
+        return EXIT_FAILURE
+    try:
+        with Store.open(_data_dir(args)) as store:
+            result = DirectoryService(store).import_csv(data)
+    except ImportFailed as exc:
+        for problem in exc.errors:
+            _error(f"{args.file}:{problem.line}: {problem.message}")
+        _error(f"hub directory import: error: nothing imported ({len(exc.errors)} error(s))")
+        return EXIT_USAGE
+    print(f"imported {args.file}: {result.people_created} person(s) added, "
+          f"{result.people_updated} updated, {result.units_created} unit(s) and "
+          f"{result.groups_created} group(s) created, {result.endpoints} endpoint(s)")
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -15,17 +16,24 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from bridges.events import EventBus
+from bridges.model import Leg
 from console.app import create_app
+from console.auth import AuthService
+from console.calls_api import calls_routes
 from console.http import HttpServer, start_http
+from console.page import page_routes
+from dispatch.audit import AuditLog
 from dispatch.calls import CallService
+from dispatch.directory import DirectoryService
 from gateways.rooms import recorder_factory
 from gateways.security import AuthThrottle
 from gateways.sip_gateway import SipGateway
+from gateways.webrtc import WebRtcSessions
 from media.engine import MediaEngine
 from media.ports import PortAllocator
 from recordings.index import RecordingIndex
@@ -78,6 +86,13 @@ class Hub:
     recordings: RecordingIndex
     disk: DiskWriter
     calls: CallService
+    directory: DirectoryService
+    """People, groups and every endpoint's live status."""
+    auth: AuthService
+    """Console operators and their sessions."""
+    audit: AuditLog
+    webrtc: WebRtcSessions | None = None
+    """Browsers' WebRTC legs (ICE candidates on the media address)."""
     stopped: bool = False
 
     def health(self) -> dict[str, Any]:
@@ -106,9 +121,13 @@ class Hub:
         await self.http.stop()
         await self.transport.close()
         self.engine.close()
+        if self.webrtc is not None:
+            # Closing the bridges took the browsers' legs out: wait for their connections.
+            await self.webrtc.aclose()
         # Recordings finish their last segments on the disk threads.
         await asyncio.to_thread(self.disk.close, 30.0)
         self.recordings.close()
+        self.directory.close()
         self.store.close()
 
 
@@ -135,8 +154,14 @@ async def start(config: ServeConfig) -> Hub:
                          recorder_factory=recorder_factory(
                              recordings, config.data_dir, disk,
                              segment_seconds=config.recording_segment_seconds))
+    # Browsers get one ICE host candidate: the media address (a NAT's public address).
+    webrtc = WebRtcSessions(engine, media_host)
     calls = CallService(gateway, bus, recorder_factory=recorder_factory(
-        recordings, config.data_dir, disk, segment_seconds=config.recording_segment_seconds))
+        recordings, config.data_dir, disk, segment_seconds=config.recording_segment_seconds),
+        webrtc=webrtc)
+    audit = AuditLog(store)
+    auth = AuthService(store)
+    directory = DirectoryService(store, bus=bus, legs=lambda: _live_legs(gateway, calls))
     engine.on_event = gateway.on_media_event
     endpoint.request_filter = gateway.request_filter
     transport.handler = gateway.handle
@@ -150,9 +175,15 @@ async def start(config: ServeConfig) -> Hub:
             ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
             addresses["tls"] = await transport.listen_tls(config.bind, config.tls_port, ctx)
         hub_ref: list[Hub] = []
-        app = create_app(_HealthProxy(hub_ref), version=__version__)
+        app = create_app(_HealthProxy(hub_ref), version=__version__, auth=auth, audit=audit,
+                         directory=directory, users=store, bus=bus,
+                         snapshot={"calls": calls.list, "rooms": gateway.rooms.snapshot},
+                         features=[lambda api: calls_routes(api, calls)],
+                         extra_routes=page_routes())
         http = await start_http(app, config.bind, config.http_port)
+        directory.start()
     except BaseException:
+        directory.close()
         await transport.close()
         engine.close()
         disk.close(5.0)
@@ -160,9 +191,22 @@ async def start(config: ServeConfig) -> Hub:
         store.close()
         raise
     hub = Hub(config, store, bus, endpoint, transport, engine, gateway, http, addresses,
-              time.time(), recordings, disk, calls)
+              time.time(), recordings, disk, calls, directory=directory, auth=auth, audit=audit,
+              webrtc=webrtc)
     hub_ref.append(hub)
     return hub
+
+
+def _live_legs(gateway: SipGateway, calls: CallService) -> Iterator[Leg]:
+    """Every leg of every live bridge (SIP calls, rooms, dispatch calls): the lamps' source."""
+    seen: set[str] = set()
+    bridges = [call.bridge for call in list(gateway.calls.values())]
+    bridges += [session.bridge for session in list(gateway.rooms.sessions.values())]
+    bridges += [call.bridge for call in list(calls.calls.values())]
+    for bridge in bridges:
+        if bridge.id not in seen:
+            seen.add(bridge.id)
+            yield from list(bridge.legs)
 
 
 class _HealthProxy:
@@ -202,6 +246,19 @@ def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, 
               exc_info=context.get("exception"))
 
 
+def _tune_gc(hub: Hub) -> None:
+    """Keep the cyclic collector's pauses short on a real-time loop.
+
+    Everything alive after start-up is frozen out of collection, and the youngest
+    generation collects less often: a full collection scans every call the
+    transactions still hold (32 s worth), which at hundreds of calls a second is long
+    enough to fire SIP retransmission timers.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def run(config: ServeConfig) -> int:
     logging.basicConfig(
         level=getattr(logging, config.log_level.upper(), logging.INFO),
@@ -215,7 +272,7 @@ def run(config: ServeConfig) -> int:
 
     async def main() -> int:
         asyncio.get_running_loop().set_exception_handler(_loop_exception_handler)
-        return await serve(config)
+        return await serve(config, on_ready=_tune_gc)
 
     try:
         if uvloop is not None:

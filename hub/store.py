@@ -25,7 +25,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +281,113 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "console operators, their sessions, the audit log",
+        """
+        CREATE TABLE operators (
+            name          TEXT PRIMARY KEY,
+            display_name  TEXT,
+            role          TEXT NOT NULL CHECK (role IN ('dispatcher', 'supervisor', 'admin')),
+            password_hash TEXT NOT NULL,
+            created_at    REAL NOT NULL
+        );
+
+        -- Bearer tokens and page sessions; only SHA-256 of the random token is kept.
+        CREATE TABLE sessions (
+            id         INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            operator   TEXT NOT NULL REFERENCES operators (name) ON DELETE CASCADE,
+            kind       TEXT NOT NULL CHECK (kind IN ('token', 'cookie')),
+            source     TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE INDEX sessions_operator ON sessions (operator);
+        CREATE INDEX sessions_expires_at ON sessions (expires_at);
+
+        -- Append-only: no foreign key (entries outlive operators), no UPDATE, no DELETE.
+        CREATE TABLE audit_log (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            at       REAL NOT NULL,
+            operator TEXT NOT NULL,
+            role     TEXT,
+            action   TEXT NOT NULL,
+            target   TEXT,
+            result   TEXT NOT NULL,
+            status   INTEGER,
+            source   TEXT,
+            detail   TEXT
+        );
+        CREATE INDEX audit_log_at ON audit_log (at);
+        CREATE INDEX audit_log_operator ON audit_log (operator, id);
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN
+            SELECT RAISE(ABORT, 'audit_log is append-only');
+        END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN
+            SELECT RAISE(ABORT, 'audit_log is append-only');
+        END;
+        """,
+    ),
+    Migration(
+        4,
+        "directory: units, people, endpoints, groups",
+        """
+        CREATE TABLE units (
+            id         INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL,
+            parent_id  INTEGER REFERENCES units (id) ON DELETE RESTRICT,
+            created_at REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX units_parent_name ON units (COALESCE(parent_id, 0), name);
+
+        CREATE TABLE people (
+            id         INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL,
+            kind       TEXT NOT NULL DEFAULT 'person' CHECK (kind IN ('person', 'device')),
+            title      TEXT,
+            unit_id    INTEGER REFERENCES units (id) ON DELETE RESTRICT,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX people_unit ON people (unit_id);
+
+        -- One row per way of reaching a person, in preferred order (position).
+        -- A SIP endpoint is a hub user and goes when the user is removed.
+        CREATE TABLE endpoints (
+            id        INTEGER PRIMARY KEY,
+            person_id INTEGER NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+            kind      TEXT NOT NULL CHECK (kind IN ('sip', 'mobile', 'browser', 'app', 'radio')),
+            address   TEXT NOT NULL,
+            sip_user  TEXT REFERENCES users (name) ON DELETE CASCADE,
+            position  INTEGER NOT NULL,
+            label     TEXT,
+            CHECK ((kind = 'sip') = (sip_user IS NOT NULL)),
+            CHECK (sip_user IS NULL OR sip_user = address),
+            UNIQUE (kind, address)
+        );
+        CREATE INDEX endpoints_person ON endpoints (person_id, position);
+        CREATE INDEX endpoints_sip_user ON endpoints (sip_user);
+
+        CREATE TABLE groups (
+            id         INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL UNIQUE,
+            kind       TEXT NOT NULL CHECK (kind IN ('fixed', 'temporary')),
+            created_by TEXT,
+            created_at REAL NOT NULL
+        );
+
+        CREATE TABLE group_members (
+            group_id  INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+            person_id INTEGER NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+            position  INTEGER NOT NULL,
+            PRIMARY KEY (group_id, person_id)
+        );
+        CREATE INDEX group_members_person ON group_members (person_id);
+        """,
+    ),
 )
 
 
@@ -455,7 +562,10 @@ class Store:
             # The file holds password hashes: owner only (SQLite gives the -wal and
             # -shm files the same mode). O_CREAT leaves an existing file's mode alone.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            # check_same_thread=False: the connection may be handed to another thread
+            # (starlette's test client runs the app in its own), never used by two at once.
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                                   check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
         try:
@@ -516,6 +626,21 @@ class Store:
 
     def _read_data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- for feature code above hub/ (dispatch/, console/): its tables' SQL lives with
+    #    the feature, the schema here in MIGRATIONS.
+
+    def query(
+        self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
+    ) -> list[sqlite3.Row]:
+        """The rows of one read statement."""
+        return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``); ``Busy`` if locked."""
+        with self._write() as conn:
+            yield conn
 
     def changed(self) -> bool:
         """True if another connection committed since the last call (or since open).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import struct
 import time
@@ -33,7 +34,19 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .codecs import CodecSpec, Decoder, Encoder, new_decoder, new_encoder
+from .codecs import (
+    ALAW_DECODE_TABLE,
+    ALAW_ENCODE_TABLE,
+    ULAW_DECODE_TABLE,
+    ULAW_ENCODE_TABLE,
+    CodecSpec,
+    G711Decoder,
+    RepeatConcealer,
+    Decoder,
+    Encoder,
+    new_decoder,
+    new_encoder,
+)
 from .dtmf import DtmfReceiver, DtmfSender
 from .jitter import FrameKind, JitterBuffer
 from .mixer import Mixer
@@ -64,6 +77,24 @@ RTCP_INTERVAL = 5.0
 _HEADER = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_NOT_SENDING = ("sendonly", "inactive")
+_NOT_HEARD = ("recvonly", "inactive")
+_AUDIO = FrameKind.AUDIO
+_MISSING = FrameKind.MISSING
+# G.711 is a table lookup: a bridge encodes all its G.711 legs' rows at once per tick.
+_G711_ENCODE = {"PCMU": ULAW_ENCODE_TABLE, "PCMA": ALAW_ENCODE_TABLE}
+_G711_DECODE = {"PCMU": ULAW_DECODE_TABLE, "PCMA": ALAW_DECODE_TABLE}
+# How much decoded audio a G.711 decoder's concealer remembers (see MediaLeg.pull).
+_PLC_HISTORY_MS = RepeatConcealer._HISTORY_MS
+
+
+def _rtcp_interval() -> float:
+    """RTCP_INTERVAL times a random factor in [0.5, 1.5] (RFC 3550 6.3.1).
+
+    Legs that join together (a group call set up at once) would otherwise all build
+    and send their reports in the same tick, every interval, delaying that tick's RTP.
+    """
+    return RTCP_INTERVAL * (0.5 + random.random())
 
 
 # --- events -----------------------------------------------------------------------------
@@ -121,6 +152,39 @@ class Recorder(Protocol):
 # --- legs ---------------------------------------------------------------------------------
 
 
+class LegIO(Protocol):
+    """What a bridge's tick needs of a leg: an RTP ``MediaLeg`` and a browser's
+    ``media.webrtc.WebRtcLeg`` both fit (``MediaBridge.attach`` takes any)."""
+
+    id: str
+    peer: str
+    joined: bool
+    direction: str
+    """The leg's own SDP direction (recvonly/inactive: not heard; sendonly: not sent to)."""
+    codec: CodecSpec | None
+    _encode_table: npt.NDArray[np.uint8] | None
+    """Set when the bridge may encode the leg's row itself (G.711 at the bridge's rate);
+    then it calls ``_push_encoded`` instead of ``push``."""
+    _timed_out: bool
+
+    def pull(self, now: float) -> Pcm | None: ...
+
+    def push(self, pcm: Pcm, now: float) -> None: ...
+
+    def _push_encoded(self, payload: bytes, now: float) -> None: ...
+
+    def push_silence(self, now: float) -> None: ...
+
+    def send_dtmf(self, digit: str, duration_ms: int = 160) -> None: ...
+
+    def idle_for(self, now: float) -> float: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+
 @dataclass
 class LegStats:
     packets_in: int = 0
@@ -166,12 +230,13 @@ class MediaLeg:
         self._rx_ssrc: int | None = None
         self._dtmf_out: deque[tuple[float, bytes, int, bool]] = deque()
         self._dtmf_started: float | None = None
-        self._next_rtcp = time.monotonic() + RTCP_INTERVAL
+        self._next_rtcp = time.monotonic() + _rtcp_interval()
         self._timed_out = False
         self.created = bridge.engine.clock()
         self._last_sent = 0.0
         self._silent_payload: bytes | None = None
         self.codec: CodecSpec | None = None
+        self._encode_table: npt.NDArray[np.uint8] | None = None
         self.payload_type: int = payload_type
         self.dtmf_payload_type: int | None = dtmf_payload_type
         if codec is not None:
@@ -197,9 +262,20 @@ class MediaLeg:
         self.jitter = JitterBuffer(codec.clock_rate, frame_ts)
         self.decoder: Decoder = new_decoder(codec)
         self.encoder: Encoder = new_encoder(codec, ptime_ms=ptime_ms)
+        # G.711 decoding is a table lookup plus the concealer's bookkeeping, which only
+        # matters once a packet is lost: see pull().
+        self._decode_table = (_G711_DECODE.get(codec.name)
+                              if isinstance(self.decoder, G711Decoder) else None)
+        self._plc_settled = True
+        self._plc_backlog: list[bytes] = []
+        self._plc_backlog_samples = 0
+        self._plc_history = codec.sample_rate * _PLC_HISTORY_MS // 1000
         rate = self.bridge.rate
         self._down = Resampler(codec.sample_rate, rate) if codec.sample_rate != rate else None
         self._up = Resampler(rate, codec.sample_rate) if codec.sample_rate != rate else None
+        # Set for G.711 at the bridge's rate: MediaBridge.tick then encodes this leg's
+        # row together with the others' (the very bytes self.encoder.encode would make).
+        self._encode_table = _G711_ENCODE.get(codec.name) if self._up is None else None
         self.rx = ReceiverStats(0, codec.clock_rate)
         self._rx_ssrc = None
         self.dtmf_in = DtmfReceiver(codec.clock_rate)
@@ -298,19 +374,49 @@ class MediaLeg:
         if codec is None:
             return None
         frame = self.jitter.get(now)
-        if frame.kind is FrameKind.AUDIO:
-            try:
-                pcm = self.decoder.decode(frame.payload)
-            except ValueError:
-                self.stats.invalid += 1
-                pcm = self.decoder.conceal(codec.samples_per_frame())
-        elif frame.kind is FrameKind.MISSING:
-            pcm = self.decoder.conceal(codec.samples_per_frame())
+        kind = frame.kind
+        if kind is _AUDIO:
+            table = self._decode_table
+            if table is not None and self._plc_settled:
+                # G.711 since the last loss: the decoder would return exactly this lookup
+                # (its concealer only cross-fades the first good frame after a loss) and
+                # note the frame in its history. The history is only read on a loss, so
+                # the frames are handed to it then (_settle_plc), not one by one.
+                payload = frame.payload
+                pcm = table[np.frombuffer(payload, dtype=np.uint8)]
+                backlog = self._plc_backlog
+                backlog.append(payload)
+                self._plc_backlog_samples += len(payload)
+                if self._plc_backlog_samples - len(backlog[0]) >= self._plc_history:
+                    self._plc_backlog_samples -= len(backlog.pop(0))
+            else:
+                try:
+                    pcm = self.decoder.decode(frame.payload)
+                except ValueError:
+                    self.stats.invalid += 1
+                    pcm = self._conceal(codec.samples_per_frame())
+                else:
+                    self._plc_settled = True
+        elif kind is _MISSING:
+            pcm = self._conceal(codec.samples_per_frame())
         else:
             return None
         if self._down is not None:
             pcm = self._down.process(pcm)
         return pcm
+
+    def _conceal(self, samples: int) -> Pcm:
+        self._settle_plc()
+        self._plc_settled = False
+        return self.decoder.conceal(samples)
+
+    def _settle_plc(self) -> None:
+        """Give the decoder the G.711 frames pull() decoded without it (its history)."""
+        if self._plc_backlog:
+            for payload in self._plc_backlog:
+                self.decoder.decode(payload)
+            self._plc_backlog.clear()
+            self._plc_backlog_samples = 0
 
     # -- sending -----------------------------------------------------------------------------
     @property
@@ -331,6 +437,29 @@ class MediaLeg:
             pcm = self._up.process(pcm)
         payload = self.encoder.encode(pcm)
         self._send(self.payload_type, self.ts, payload, dest)
+        if now >= self._next_rtcp:
+            self._send_rtcp(now)
+
+    def _push_encoded(self, payload: bytes, now: float) -> None:
+        """``push`` for a frame the bridge has already encoded with ``_encode_table``."""
+        dest = self.latched or self.remote
+        self.ts = ts = (self.ts + self.frame_ts) & 0xFFFFFFFF
+        if dest is None or self.direction in _NOT_SENDING:
+            return
+        if self._dtmf_out and self._send_dtmf(now, dest):
+            return
+        # _send inlined: this runs for every leg of every bridge every tick.
+        self.seq = seq = (self.seq + 1) & 0xFFFF
+        second = self.payload_type
+        if self._marker:
+            second |= 0x80
+            self._marker = False
+        packet = _HEADER.pack(0x80, second, seq, ts, self.ssrc) + payload
+        self._last_sent = now
+        if self._rtp.send(packet, dest):
+            stats = self.stats
+            stats.packets_out += 1
+            stats.bytes_out += len(packet)
         if now >= self._next_rtcp:
             self._send_rtcp(now)
 
@@ -391,7 +520,7 @@ class MediaLeg:
         return sent or bool(self._dtmf_out)
 
     def _send_rtcp(self, now: float) -> None:
-        self._next_rtcp = now + RTCP_INTERVAL
+        self._next_rtcp = now + _rtcp_interval()
         dest = self.latched_rtcp or self.remote_rtcp
         if dest is None:
             return
@@ -463,7 +592,7 @@ class MediaBridge:
         self.rate = rate
         self.samples = int(rate * TICK)
         self.mixer = Mixer(self.samples, capacity=8)
-        self.legs: dict[str, MediaLeg] = {}
+        self.legs: dict[str, LegIO] = {}
         self.players: list[Player] = []
         self.leg_players: dict[str, list[Player]] = {}
         self.recorder: Recorder | None = None
@@ -473,7 +602,7 @@ class MediaBridge:
         self._active = np.zeros(self.mixer.capacity, dtype=bool)
         self._talker = TalkerDetector(self.mixer.capacity)
         self._silence = np.zeros(self.samples, dtype=np.int16)
-        self._joined: list[tuple[MediaLeg, int]] = []
+        self._joined: list[tuple[LegIO, int]] = []
         self.talking: set[str] = set()
         self.closed = False
 
@@ -494,6 +623,14 @@ class MediaBridge:
         if join:
             self.join(leg_id)
         return leg
+
+    def attach(self, leg: LegIO, *, join: bool = True) -> None:
+        """Add a leg built elsewhere (a browser's WebRTC leg); ``remove_leg`` closes it."""
+        if leg.id in self.legs:
+            raise ValueError(f"leg {leg.id} already in bridge {self.id}")
+        self.legs[leg.id] = leg
+        if join:
+            self.join(leg.id)
 
     def join(self, leg_id: str) -> None:
         leg = self.legs[leg_id]
@@ -560,7 +697,7 @@ class MediaBridge:
         speaking = 0
         for leg, slot in joined:
             pcm = leg.pull(now)
-            if pcm is None or leg.direction in ("recvonly", "inactive"):
+            if pcm is None or leg.direction in _NOT_HEARD:
                 if active[slot]:
                     frames[slot] = 0
                     active[slot] = False
@@ -582,7 +719,7 @@ class MediaBridge:
             (leg_a, slot_a), (leg_b, slot_b) = joined
             out = frames
             total: npt.NDArray[Any] = frames[slot_a].astype(np.int32) + frames[slot_b]
-            rows = {slot_a: frames[slot_b], slot_b: frames[slot_a]}
+            rows: dict[int, Pcm] | None = {slot_a: frames[slot_b], slot_b: frames[slot_a]}
         else:
             out = mixer.mix(frames)
             total = mixer.last_total
@@ -591,10 +728,22 @@ class MediaBridge:
                 if extra is not None:
                     out = np.clip(out.astype(np.int32) + extra, -32768, 32767).astype(np.int16)
                     total = total + extra
-            rows = {slot: out[slot] for _, slot in joined}
+            rows = None
+        leg_players = self.leg_players
+        encoded: dict[int, bytes] = {}
+        size = self.samples
         for leg, slot in joined:
-            row = rows[slot]
-            own = self.leg_players.get(leg.id)
+            table = leg._encode_table
+            own = leg_players.get(leg.id) if leg_players else None
+            if table is not None and rows is None and not own:
+                # G.711 at the bridge's rate: every such row encoded in one lookup.
+                codes = encoded.get(id(table))
+                if codes is None:
+                    codes = encoded[id(table)] = table[out.view(np.uint16)].tobytes()
+                start = slot * size
+                leg._push_encoded(codes[start:start + size], now)
+                continue
+            row = rows[slot] if rows is not None else out[slot]
             if own:
                 extra = self._read_players(own)
                 if extra is not None:

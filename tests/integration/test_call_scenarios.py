@@ -333,7 +333,7 @@ async def test_unknown_user_gets_404_and_unregistered_user_480(
     # carol exists but has no phone registered.
     alice = await call(hub, sipp_factory, "caller_unavailable.xml", "carol")
     assert_ok(alice.result())
-    assert hub.gateway.stats["calls"] == 0, "neither call got as far as a relay"
+    assert hub.gateway.stats["calls_total"] == 0, "neither call got as far as a relay"
     assert_hub_idle(hub)
 
 
@@ -459,7 +459,7 @@ async def test_hub_answers_options_stray_bye_and_exhausted_max_forwards(
     assert statuses(alice, "4 INVITE")[-1] == 483
     await stop(bob)
     assert not any(received("INVITE")(m) for m in trace(bob)), "bob's phone never rang"
-    assert hub.gateway.stats["calls"] == 0
+    assert hub.gateway.stats["calls_total"] == 0
     assert_hub_idle(hub)
 
 
@@ -477,7 +477,7 @@ async def test_wrong_password_invite_gets_407_and_never_rings_the_callee(
     assert statuses(intruder, "1 INVITE")[-1] == 407
     assert statuses(intruder, "2 INVITE") == [407]
     assert hub.gateway.stats["auth_failures"] == 1
-    assert hub.gateway.stats["calls"] == 0
+    assert hub.gateway.stats["calls_total"] == 0
     # The right password does reach bob: his phone rings, he answers.
     alice = await dial(hub, sipp_factory, "caller_answered.xml", "bob", call_duration_ms=300)
     await bob.wait_event("CALL_INCOMING")
@@ -490,7 +490,7 @@ async def test_wrong_password_invite_gets_407_and_never_rings_the_callee(
     assert calls == ["CALL_INCOMING", "CALL_ESTABLISHED", "CALL_CLOSED"], (
         "bob rang once: for the authenticated call only"
     )
-    assert hub.gateway.stats["calls"] == 1 and hub.gateway.stats["answered"] == 1
+    assert hub.gateway.stats["calls_total"] == 1 and hub.gateway.stats["answered"] == 1
     assert_hub_idle(hub)
 
 
