@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 ROLLCALL_CONFIRM_S = 15.0
 MODES = ("single", "group", "broadcast", "rollcall")
+ROLL_OVER = frozenset({Outcome.NO_ANSWER, Outcome.UNREACHABLE, Outcome.BUSY, Outcome.FAILED})
 LEG_ACTIONS = ("mute", "unmute", "deafen", "undeafen", "kick", "hold", "resume")
 
 
@@ -103,6 +104,12 @@ class DispatchLeg:
     confirmed: bool | None = None
     """Roll call: True once the member pressed 1, False if they never did."""
     moh: Player | None = None
+    endpoints: list[str] = field(default_factory=list)
+    """What can be dialled for this member, preferred first (a person's endpoints)."""
+    attempt: int = 0
+    """Which of ``endpoints`` is (or was last) being tried."""
+    auto_answer: bool = False
+    join: bool = True
     browser: Leg | None = None
     """The dispatcher's browser (a WebRTC leg) instead of a dialled phone."""
     browser_outcome: str = "pending"
@@ -135,6 +142,8 @@ class DispatchLeg:
             "deaf": self.deaf,
             "held": self.held,
             "confirmed": self.confirmed,
+            "endpoint": self.endpoints[self.attempt] if self.endpoints else self.target,
+            "attempts": self.attempt + 1,
         }
 
 
@@ -182,7 +191,11 @@ class CallService:
 
     def __init__(self, gateway: SipGateway, bus: EventBus, *,
                  recorder_factory: Callable[[str, int], Any] | None = None,
-                 ring_timeout: float = 30.0, webrtc: WebRtcSessions | None = None) -> None:
+                 ring_timeout: float = 30.0, webrtc: WebRtcSessions | None = None,
+                 endpoints_for: Callable[[str], list[str]] | None = None) -> None:
+        self.endpoints_for = endpoints_for or (lambda target: [target])
+        """A target (a person's name or id, a SIP user, a number) -> what to dial, in
+        order: the next is tried when one is unreachable, busy or unanswered."""
         self.gateway = gateway
         self.engine = gateway.engine
         self.bus = bus
@@ -240,8 +253,7 @@ class CallService:
             raise CallInvalid("targets must not repeat")
         if mode == "single" and len(names) != 1:
             raise CallInvalid("a single call has exactly one target")
-        unknown = [n for n in names if not self.gateway.resolve(n).targets
-                   and self.gateway.resolve(n).status == 404]
+        unknown = [n for n in names if not self._dialable(n)]
         if unknown:
             raise CallInvalid(f"unknown user or number: {', '.join(unknown)}")
         call_id = f"D{next(self._ids)}"
@@ -269,25 +281,46 @@ class CallService:
                  call.operator)
         self._changed(call)
 
+    def _dialable(self, target: str) -> bool:
+        for endpoint in self.endpoints_for(target):
+            route = self.gateway.resolve(endpoint)
+            if route.targets or route.status != 404:
+                return True
+        return False
+
     def _dial(self, call: DispatchCall, name: str, *, auto_answer: bool = False,
               relation: Relation = Relation.MEMBER, whisper_to: str | None = None,
               join: bool = True) -> DispatchLeg:
-        dleg = DispatchLeg(name, None, relation=relation, whisper_to=whisper_to)
+        dleg = DispatchLeg(name, None, relation=relation, whisper_to=whisper_to,
+                           endpoints=self.endpoints_for(name) or [name],
+                           auto_answer=auto_answer, join=join)
+        self._dial_endpoint(call, dleg)
+        return dleg
 
+    def _dial_endpoint(self, call: DispatchCall, dleg: DispatchLeg) -> None:
         def changed(out: OutboundLeg) -> None:
             self._leg_changed(call, dleg, out)
 
-        dleg.out = self.gateway.originator.dial(
-            name, call.bridge, call.media, on_change=changed, ring_timeout=self.ring_timeout,
-            auto_answer=auto_answer, join=join)
-        call.legs[dleg.out.id] = dleg
+        out = self.gateway.originator.dial(
+            dleg.endpoints[dleg.attempt], call.bridge, call.media, on_change=changed,
+            ring_timeout=self.ring_timeout, auto_answer=dleg.auto_answer, join=dleg.join)
+        dleg.out = out
+        call.legs[out.id] = dleg
         # dial() may already have finished the leg (nobody to ring): report it now.
-        self._leg_changed(call, dleg, dleg.out)
-        return dleg
+        self._leg_changed(call, dleg, out)
 
     def _leg_changed(self, call: DispatchCall, dleg: DispatchLeg, out: OutboundLeg) -> None:
-        if out.id not in call.legs:
+        if out.id not in call.legs or dleg.out is not out:
             return  # still inside dial(): reported once registered
+        if (out.ended and out.outcome in ROLL_OVER and call.ended is None
+                and dleg.attempt + 1 < len(dleg.endpoints)):
+            # This endpoint failed: roll to the member's next one (mobile, desk phone...).
+            del call.legs[out.id]
+            dleg.attempt += 1
+            log.info("%s: %s %s, trying %s", call.id, dleg.target, out.outcome.value,
+                     dleg.endpoints[dleg.attempt])
+            self._dial_endpoint(call, dleg)
+            return
         if out.outcome is Outcome.ANSWERED and not out.ended:
             self._apply_relation(call, dleg)
             if call.mode == "rollcall" and call.current is dleg and dleg.confirmed is None:

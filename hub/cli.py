@@ -287,6 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
     room_remove.add_argument("number", metavar="NUMBER")
     room_remove.set_defaults(handler=_room_remove)
 
+    # -- dispatch number
+    dnum = commands.add_parser(
+        "dispatch-number",
+        parents=[common],
+        help="show or set the dispatch number",
+        description="Calls to the dispatch number (default 119) queue for the dispatchers. "
+        "It is read at each call: no restart needed.",
+    )
+    dnum_commands = dnum.add_subparsers(dest="dnum_command", required=True, metavar="ACTION")
+    dnum_set = dnum_commands.add_parser("set", parents=[common], help="set the number")
+    dnum_set.add_argument("number", metavar="NUMBER", help="1-16 digits")
+    dnum_set.set_defaults(handler=_dispatch_number_set)
+    dnum_show = dnum_commands.add_parser("show", parents=[common], help="show the number")
+    dnum_show.set_defaults(handler=_dispatch_number_show)
+
     # -- operator
     operator = commands.add_parser(
         "operator",
@@ -495,6 +510,19 @@ def _user_remove(args: argparse.Namespace) -> int:
     with Store.open(_data_dir(args)) as store:
         store.remove_user(args.name)
     print(f"removed user {args.name}")
+    return EXIT_OK
+
+
+def _dispatch_number_set(args: argparse.Namespace) -> int:
+    with Store.open(_data_dir(args)) as store:
+        store.set_dispatch_number(args.number)
+    print(f"dispatch number set to {args.number}")
+    return EXIT_OK
+
+
+def _dispatch_number_show(args: argparse.Namespace) -> int:
+    with Store.open(_data_dir(args)) as store:
+        print(store.dispatch_number)
     return EXIT_OK
 
 

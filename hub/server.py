@@ -158,7 +158,7 @@ async def start(config: ServeConfig) -> Hub:
     webrtc = WebRtcSessions(engine, media_host)
     calls = CallService(gateway, bus, recorder_factory=recorder_factory(
         recordings, config.data_dir, disk, segment_seconds=config.recording_segment_seconds),
-        webrtc=webrtc)
+        webrtc=webrtc, endpoints_for=lambda target: endpoints_for(directory, target))
     audit = AuditLog(store)
     auth = AuthService(store)
     directory = DirectoryService(store, bus=bus, legs=lambda: _live_legs(gateway, calls))
@@ -244,6 +244,32 @@ async def serve(config: ServeConfig, *, on_ready: Callable[[Hub], None] | None =
 def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     log.error("unhandled error in the event loop: %s", context.get("message"),
               exc_info=context.get("exception"))
+
+
+def endpoints_for(directory: DirectoryService, target: str) -> list[str]:
+    """What to dial for a call target, preferred first.
+
+    A person (by id, ``p3`` / ``user:1001``, or by name) gives the addresses of its SIP
+    and mobile endpoints in their order; anything else is dialled as it is (a SIP user
+    name or a number).
+    """
+    person = None
+    try:
+        if target.startswith("user:") or (target[:1] == "p" and target[1:].isdigit()):
+            person = directory.get_person(target)
+        else:
+            matches = [p for p in directory.list_people() if p.name == target]
+            person = matches[0] if len(matches) == 1 else None
+    except Exception:  # an unknown id: not a person, dial it as it is
+        person = None
+    if person is None:
+        return [target]
+    dialable = []
+    for endpoint_id in person.endpoints:
+        kind, _, address = endpoint_id.partition(":")
+        if kind in ("sip", "mobile") and address:
+            dialable.append(address)
+    return dialable or [target]
 
 
 def _tune_gc(hub: Hub) -> None:

@@ -34,6 +34,7 @@ from typing import ClassVar, Final
 
 DB_FILENAME: Final = "hub.sqlite3"
 DEFAULT_REALM: Final = "hub"
+DEFAULT_DISPATCH_NUMBER: Final = "119"
 DEFAULT_TRUNK_PORT: Final = 5060
 
 #: Transports a trunk can be reached over.
@@ -680,6 +681,29 @@ class Store:
                 (realm,),
             )
 
+    @property
+    def dispatch_number(self) -> str:
+        """The number callers dial to queue for the dispatchers (setting ``dispatch_number``,
+        default "119")."""
+        row = self._conn.execute(
+            "SELECT value FROM settings WHERE key = 'dispatch_number'").fetchone()
+        return DEFAULT_DISPATCH_NUMBER if row is None else str(row[0])
+
+    def set_dispatch_number(self, number: str) -> None:
+        """Change the dispatch number: 1-16 digits, not a user's name nor a room's number."""
+        if not _ROOM_NUMBER_RE.fullmatch(number):
+            raise InvalidInput(f"invalid dispatch number {number!r}: must be 1-16 digits")
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE name = ?", (number,)).fetchone():
+                raise AlreadyExists(f"{number!r} is already a user's number")
+            if conn.execute("SELECT 1 FROM rooms WHERE number = ?", (number,)).fetchone():
+                raise AlreadyExists(f"{number!r} is already a conference room's number")
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES ('dispatch_number', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (number,),
+            )
+
     # -- users
 
     def add_user(
@@ -709,6 +733,8 @@ class Store:
             )
             if conn.execute("SELECT 1 FROM rooms WHERE number = ?", (name,)).fetchone():
                 raise AlreadyExists(f"{name!r} is already a conference room's number")
+            if name == self.dispatch_number:
+                raise AlreadyExists(f"{name!r} is the dispatch number")
             try:
                 conn.execute(
                     "INSERT INTO users (name, display_name, ha1_md5, ha1_sha256, created_at)"
@@ -824,6 +850,8 @@ class Store:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM users WHERE name = ?", (number,)).fetchone():
                 raise AlreadyExists(f"{number!r} is already a user's number")
+            if number == self.dispatch_number:
+                raise AlreadyExists(f"{number!r} is the dispatch number")
             try:
                 conn.execute(
                     "INSERT INTO rooms (number, name, pin, record, rate, created_at)"

@@ -146,3 +146,20 @@ async def test_barge_monitor_whisper_into_a_phone_call(
     assert d["alice"] > LOUD and d["bob"] > LOUD, d                        # and hears
     assert a["erin"] > LOUD, a                                            # whisper reaches
     assert b["erin"] < LOUD and d["erin"] < LOUD, (b, d)                  # only its target
+
+
+async def test_unreachable_endpoint_rolls_to_the_persons_next_one(
+        hub: Hub, phone_factory: PhoneFactory) -> None:
+    from dispatch.directory import EndpointSpec
+
+    phones = await _phones(hub, phone_factory, ["alice"])
+    # 值班长 (the duty chief): desk phone erin (offline) first, then alice's phone.
+    hub.directory.create_person("值班长", endpoints=[EndpointSpec("sip", "erin"),
+                                                   EndpointSpec("sip", "alice")])
+    call = hub.calls.create(["值班长"], "single")
+    await phones["alice"].wait_event("CALL_ESTABLISHED", timeout=scaled(10))
+    [leg] = [leg.as_dict() for leg in call.legs.values()]
+    assert leg["target"] == "值班长" and leg["endpoint"] == "alice"
+    assert leg["attempts"] == 2 and leg["outcome"] == "answered"
+    hub.calls.end(call.id)
+    await phones["alice"].wait_event("CALL_CLOSED", timeout=scaled(10))
