@@ -37,7 +37,8 @@ CALL: dict[str, Any] = {"type": "object", "properties": {
     "recording_id": {"type": "string", "nullable": True},
     "created": {"type": "number"}, "ended": {"type": "number", "nullable": True},
     "legs": {"type": "array", "items": LEG},
-    "talking": {"type": "array", "items": {"type": "string"}}}}
+    "talking": {"type": "array", "items": {"type": "string"}},
+    "locked": {"type": "boolean"}}}
 CALLS: dict[str, Any] = {"type": "array", "items": CALL}
 NEW_CALL: dict[str, Any] = {
     "type": "object", "required": ["targets"], "additionalProperties": False,
@@ -57,6 +58,9 @@ JOIN: dict[str, Any] = {
 MEMBER: dict[str, Any] = {
     "type": "object", "required": ["target"], "additionalProperties": False,
     "properties": {"target": {"type": "string", "minLength": 1, "maxLength": 64}}}
+LOCK: dict[str, Any] = {
+    "type": "object", "required": ["locked"], "additionalProperties": False,
+    "properties": {"locked": {"type": "boolean"}}}
 RECORDING: dict[str, Any] = {
     "type": "object", "required": ["on"], "additionalProperties": False,
     "properties": {"on": {"type": "boolean"}}}
@@ -103,6 +107,9 @@ def calls_routes(api: Api, calls: CallService) -> list[BaseRoute]:
         call.status = 201
         return leg.as_dict()
 
+    async def lock(call: ApiCall) -> Any:
+        return calls.lock(call.path["call_id"], bool(call.body["locked"])).as_dict()
+
     async def recording(call: ApiCall) -> Any:
         return calls.set_recording(call.path["call_id"], bool(call.body["on"])).as_dict()
 
@@ -134,6 +141,10 @@ def calls_routes(api: Api, calls: CallService) -> list[BaseRoute]:
                   action="call.add_member", tags=tags, body=MEMBER, errors=(409,),
                   summary="Dial one more member into the call",
                   responses={201: ("The new leg", LEG)}),
+        api.route("POST", "/api/calls/{call_id}/lock", lock, role=dispatcher,
+                  action="call.lock", tags=tags, body=LOCK, errors=(409,),
+                  summary="Lock or unlock a call or room: nobody new joins while locked",
+                  responses={200: ("The call", CALL)}),
         api.route("POST", "/api/calls/{call_id}/recording", recording, role=dispatcher,
                   action="call.recording", tags=tags, body=RECORDING, errors=(409,),
                   summary="Start or stop recording the call",

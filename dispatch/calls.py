@@ -167,6 +167,8 @@ class DispatchCall:
     confirm_timer: asyncio.TimerHandle | None = None
     owned: bool = True
     """False for a call the hub did not place (a SIP call we barge into)."""
+    locked: bool = False
+    """Locked: no member may be added (a room admits no new caller)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +185,7 @@ class DispatchCall:
             "ended": self.ended,
             "legs": [leg.as_dict() for leg in self.legs.values()],
             "talking": sorted(self.media.talking),
+            "locked": self.locked,
         }
 
 
@@ -591,10 +594,24 @@ class CallService:
         log.info("%s: browser of %s joins as %s", call.id, operator, rel.value)
         return dleg, answer
 
+    def lock(self, call_id: str, locked: bool) -> DispatchCall:
+        """Lock (or unlock) a call or a room: nobody new joins while locked."""
+        call = self.get(call_id)
+        if call.ended is not None:
+            raise CallConflict(f"call {call_id} has ended")
+        call.locked = locked
+        session = self.gateway.rooms.sessions.get(call_id)
+        if session is not None:
+            session.locked = locked
+        self._changed(call)
+        return call
+
     def add_member(self, call_id: str, target: str) -> DispatchLeg:
         call = self.get(call_id)
         if call.ended is not None:
             raise CallConflict(f"call {call_id} has ended")
+        if call.locked:
+            raise CallConflict(f"call {call_id} is locked: unlock it to add members")
         if not self.gateway.resolve(target).targets and self.gateway.resolve(
                 target).status == 404:
             raise CallInvalid(f"unknown user or number: {target}")

@@ -63,6 +63,8 @@ class RoomSession:
     media: MediaBridge
     members: dict[str, Member] = field(default_factory=dict)
     recording_id: str | None = None
+    locked: bool = False
+    """A locked room admits nobody new (members stay)."""
 
 
 class RoomManager:
@@ -85,6 +87,9 @@ class RoomManager:
              offer: bytes) -> None:
         """Answer an INVITE to ``room`` (a hub.store.RoomRecord) and put the caller in."""
         session = self.sessions.get(room.number)
+        if session is not None and session.locked:
+            self._reply(tx, 403, "Conference locked")
+            return
         created = session is None
         if session is None:
             session = self._open(room)
@@ -306,6 +311,7 @@ class RoomManager:
              "members": [{"leg_id": m.leg.id, "peer": m.peer, "admitted": m.admitted}
                          for m in s.members.values()],
              "talking": sorted(s.media.talking), "recording_id": s.recording_id,
+             "locked": s.locked,
              "media": s.media.snapshot()}
             for s in self.sessions.values()
         ]

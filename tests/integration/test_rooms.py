@@ -168,3 +168,22 @@ async def test_room_with_pin_admits_after_the_right_digits(
         await asyncio.sleep(0.1)
     members = {m.peer: m.admitted for m in session.members.values()}
     assert members == {"alice": True, "bob": False}
+
+
+async def test_locked_room_admits_nobody_new(hub: Hub, phone_factory: PhoneFactory) -> None:
+    hub.store.add_room("802")
+    phones = await _room_call(hub, phone_factory, "802", names=("alice",))
+    registrar = ("127.0.0.1", sip_port(hub))
+    bob = await phone_factory("bob", password="pw-bob", registrar=registrar)
+    await bob.wait_registered()
+    locked = hub.calls.lock("802", True)
+    assert locked.locked is True
+    await bob.dial(f"sip:802@127.0.0.1:{sip_port(hub)}")
+    await bob.wait_event("CALL_CLOSED", timeout=scaled(10))
+    assert [m.peer for m in _session(hub, "802").members.values()] == ["alice"]
+    hub.calls.lock("802", False)
+    await bob.dial(f"sip:802@127.0.0.1:{sip_port(hub)}")
+    await bob.wait_event("CALL_ESTABLISHED", timeout=scaled(10))
+    assert sorted(m.peer for m in _session(hub, "802").members.values()) == ["alice", "bob"]
+    await phones["alice"].hangup()
+    await bob.hangup()
