@@ -245,6 +245,15 @@ function renderCalls() {
       el("strong", { text: `${call.id} · ${t(call.mode) || call.mode}` }),
       call.state === "ended" ? el("span", { class: "muted", text: " ✓" }) : "");
     const tools = el("div", { class: "actions" });
+    if (call.recording_id && call.state === "ended") {
+      tools.append(el("audio", { controls: true, preload: "none", "aria-label": `Play recording of ${call.id}`,
+                                 src: `/api/recordings/${call.recording_id}/audio` }));
+    }
+    if (call.state !== "ended" && call.mode !== "sip") {
+      tools.append(el("button", { type: "button", "aria-label": call.record ? `Stop recording ${call.id}` : `Record ${call.id}`,
+        text: call.record ? `■ ${t("record")}` : `● ${t("record")}`,
+        onclick: () => api("POST", `/api/calls/${call.id}/recording`, { on: !call.record }).then(applyCall).catch(() => {}) }));
+    }
     if (call.state !== "ended") {
       tools.append(
         el("button", { type: "button", "aria-label": `Barge into ${call.id}`, text: t("barge"),

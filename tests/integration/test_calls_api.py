@@ -88,3 +88,41 @@ async def test_group_call_through_the_api(hub: Hub, phone_factory: PhoneFactory)
         assert "/api/calls/{call_id}/legs/{leg_id}/{action}" in spec["paths"]
     actions = [entry.action for entry in hub.audit.entries(limit=50)]
     assert "call.create" in actions and "call.leg" in actions and "call.end" in actions
+
+
+async def test_recorded_call_plays_back_through_the_api(
+        hub: Hub, phone_factory: PhoneFactory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import av
+    import numpy as np
+
+    hub.auth.add_operator("op", "dispatcher", password="op-password-1")
+    registrar = ("127.0.0.1", sip_port(hub))
+    alice = await phone_factory("alice", password="pw-alice", registrar=registrar, tone_hz=440)
+    await alice.wait_registered()
+    async with httpx.AsyncClient(base_url=hub.http.url, timeout=30) as client:
+        headers = await _token(client, "op", "op-password-1")
+        created = await client.post("/api/calls", headers=headers,
+                                    json={"targets": ["alice"], "mode": "single", "record": True})
+        assert created.status_code == 201, created.text
+        call = created.json()
+        assert call["record"] is True and call["recording_id"]
+        await alice.wait_event("CALL_ESTABLISHED", timeout=scaled(10))
+        await asyncio.sleep(scaled(2.5))
+        await client.delete(f"/api/calls/{call['id']}", headers=headers)
+        await alice.wait_event("CALL_CLOSED", timeout=scaled(10))
+        await asyncio.to_thread(hub.disk.wait, call["recording_id"], 30.0)
+        listed = (await client.get("/api/recordings", headers=headers)).json()
+        assert call["recording_id"] in [r["id"] for r in listed]
+        assert (await client.get("/api/recordings/R19990101-0001/audio",
+                                 headers=headers)).status_code == 404
+        audio = await client.get(f"/api/recordings/{call['recording_id']}/audio",
+                                 headers=headers)
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/ogg"
+    path = tmp_path / "played.ogg"
+    path.write_bytes(audio.content)
+    with av.open(str(path)) as container:
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+        rate = container.streams.audio[0].rate
+    assert pcm.size / rate > 1.5
+    spectrum = np.abs(np.fft.rfft(pcm.astype(float) * np.hanning(pcm.size)))
+    assert abs(np.fft.rfftfreq(pcm.size, 1 / rate)[spectrum.argmax()] - 440) < 20

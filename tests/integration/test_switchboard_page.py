@@ -60,8 +60,8 @@ async def test_dispatcher_works_the_switchboard(hub: Hub, phone_factory: PhoneFa
         for name in NAMES[:4]:
             await phones[name].wait_event("CALL_ESTABLISHED", timeout=scaled(10))
         await call.locator('[data-outcome="answered"]').nth(3).wait_for(timeout=timeout)
-        await call.locator('[data-outcome="unreachable"], [data-outcome="no-answer"]').first.wait_for(
-            timeout=timeout)
+        offline = call.locator('[data-outcome="unreachable"], [data-outcome="no-answer"]')
+        await offline.first.wait_for(timeout=timeout)
         await page.get_by_role("button", name="Mute bob").click()
         await call.get_by_role("button", name="Unmute bob").wait_for(timeout=timeout)
         SHOTS.mkdir(parents=True, exist_ok=True)
