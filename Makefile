@@ -19,7 +19,7 @@ SIP_PORT ?= 5060
 HTTP_PORT ?= 8080
 HUB_ARGS ?=
 PYTEST_ARGS ?=
-LINT_PACKAGES := signaling media bridges gateways hub
+LINT_PACKAGES := signaling media bridges gateways dispatch console recordings hub
 
 DEB_PACKAGES := python3-venv python3-dev build-essential baresip sip-tester ffmpeg sox iproute2 \
   chromium fonts-wqy-microhei openssl

@@ -1,6 +1,6 @@
 """The composition root: ``hub serve`` wires store, SIP, media and HTTP together.
 
-One process, one uvloop event loop: SIP sockets, the media relay, the HTTP API and
+One process, one uvloop event loop: SIP sockets, the media engine, the HTTP API and
 the SQLite store all live here (design.md, "Process model").
 """
 
