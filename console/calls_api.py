@@ -16,6 +16,7 @@ from dispatch.calls import LEG_ACTIONS, MODES, CallService
 
 from .api import Api, ApiCall
 from .auth import Role
+from .errors import ApiError
 
 LEG: dict[str, Any] = {"type": "object", "properties": {
     "leg_id": {"type": "string"}, "target": {"type": "string"},
@@ -48,13 +49,20 @@ NEW_CALL: dict[str, Any] = {
                     "description": "Directory names, SIP user names or numbers"},
         "mode": {"type": "string", "enum": list(MODES), "default": "group"},
         "record": {"type": "boolean", "default": False}}}
+_SDP = {"type": "string", "minLength": 1, "maxLength": 65536,
+        "description": "The browser's WebRTC offer (Opus audio); the answer comes back"}
 JOIN: dict[str, Any] = {
-    "type": "object", "required": ["phone"], "additionalProperties": False,
+    "type": "object", "additionalProperties": False,
+    "description": "Give either phone or sdp",
     "properties": {
         "phone": {"type": "string", "minLength": 1, "maxLength": 64,
                   "description": "The dispatcher's own phone (a SIP user), dialled into "
                                  "the call"},
+        "sdp": _SDP,
         "leg_id": {"type": "string", "description": "whisper: the party who hears it"}}}
+NEW_BROWSER_CALL: dict[str, Any] = {
+    "type": "object", "required": ["targets", "sdp"], "additionalProperties": False,
+    "properties": {**NEW_CALL["properties"], "sdp": _SDP}}
 MEMBER: dict[str, Any] = {
     "type": "object", "required": ["target"], "additionalProperties": False,
     "properties": {"target": {"type": "string", "minLength": 1, "maxLength": 64}}}
@@ -80,6 +88,16 @@ def calls_routes(api: Api, calls: CallService) -> list[BaseRoute]:
         call.target = created.id
         return created.as_dict()
 
+    async def create_browser_call(call: ApiCall) -> Any:
+        body = call.body
+        created, leg, answer = await calls.create_from_browser(
+            list(body["targets"]), body["sdp"], body.get("mode", "single"),
+            record=bool(body.get("record", False)), operator=call.operator.operator)
+        call.status = 201
+        call.headers["location"] = f"/api/calls/{created.id}"
+        call.target = created.id
+        return {"call": created.as_dict(), "leg": leg.as_dict(), "sdp": answer}
+
     async def get_call(call: ApiCall) -> Any:
         return calls.get(call.path["call_id"]).as_dict()
 
@@ -94,10 +112,23 @@ def calls_routes(api: Api, calls: CallService) -> list[BaseRoute]:
     def joiner(relation: str) -> Any:
         async def join(call: ApiCall) -> Any:
             body = call.body
-            leg = calls.join(call.path["call_id"], relation, body["phone"],
-                             leg_id=body.get("leg_id"), operator=call.operator.operator)
+            answer = None
+            if body.get("sdp"):
+                leg, answer = await calls.join_browser(
+                    call.path["call_id"], relation, body["sdp"], leg_id=body.get("leg_id"),
+                    operator=call.operator.operator)
+            elif body.get("phone"):
+                leg = calls.join(call.path["call_id"], relation, body["phone"],
+                                 leg_id=body.get("leg_id"), operator=call.operator.operator)
+            else:
+                raise ApiError(422, "invalid-input", "give the dispatcher's phone, or the "
+                               "browser's WebRTC offer as sdp")
             call.status = 201
-            return {"call": calls.get(call.path["call_id"]).as_dict(), "leg": leg.as_dict()}
+            result: dict[str, Any] = {"call": calls.get(call.path["call_id"]).as_dict(),
+                                      "leg": leg.as_dict()}
+            if answer is not None:
+                result["sdp"] = answer
+            return result
 
         join.__name__ = f"{relation}_call"
         return join
@@ -125,6 +156,14 @@ def calls_routes(api: Api, calls: CallService) -> list[BaseRoute]:
                   description="Members ring in parallel (one after another for a roll "
                               "call); whoever answers joins the call's bridge.",
                   responses={201: ("The call, its legs ringing", CALL)}),
+        api.route("POST", "/api/calls/browser", create_browser_call, role=dispatcher,
+                  action="call.create", tags=tags, body=NEW_BROWSER_CALL, errors=(409,),
+                  summary="Place a call with the dispatcher's browser as their own voice",
+                  description="The page's WebRTC offer (Opus) is answered; the browser "
+                              "joins the call's bridge first, then the targets ring.",
+                  responses={201: ("The call, the browser's leg and the SDP answer",
+                                   {"type": "object", "properties": {
+                                       "call": CALL, "leg": LEG, "sdp": {"type": "string"}}})}),
         api.route("GET", "/api/calls/{call_id}", get_call, role=dispatcher, tags=tags,
                   summary="A call with its legs and their states",
                   responses={200: ("The call", CALL)}),

@@ -15,7 +15,7 @@ const I18N = {
     rejected: "拒接", cancelled: "已取消", failed: "失败", confirmed: "已确认", notConfirmed: "未确认",
     selectFirst: "请先勾选成员", needPhone: "请先填写我的话机号码",
     shortcuts: "快捷键: / 搜索 · G 组呼 · B 广播 · R 点名 · H 挂断当前通话 · M 静音",
-    single: "单呼", group: "组呼", sip: "通话", members: "成员",
+    single: "单呼", group: "组呼", sip: "通话", members: "成员", useBrowser: "用浏览器通话 (耳麦)",
   },
   en: {
     title: "Dispatch switchboard", login: "Sign in", username: "User name", password: "Password",
@@ -33,6 +33,7 @@ const I18N = {
     needPhone: "Enter your own phone first",
     shortcuts: "Shortcuts: / search · G group call · B broadcast · R roll call · H hang up · M mute",
     single: "single", group: "group", sip: "call", members: "members",
+    useBrowser: "Talk through this browser (headset)",
   },
 };
 
@@ -132,6 +133,7 @@ function onEvent(ev) {
       break;
     case "CallChanged":
       state.calls[ev.call.id] = ev.call;
+      if (ev.call.state === "ended") dropPeer(ev.call.id);
       if (ev.call.state === "ended") setTimeout(() => { delete state.calls[ev.call.id]; render(); }, 4000);
       break;
     case "CallEnded":
@@ -295,21 +297,71 @@ function applyCall(call) {
   render();
 }
 
+// ---- the dispatcher's own voice: WebRTC from this browser ----------------------------
+const peers = {};  // call id -> RTCPeerConnection
+
+async function browserOffer() {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  for (const track of stream.getTracks()) pc.addTrack(track, stream);
+  pc.ontrack = (ev) => {
+    const audio = $("remote-audio");
+    audio.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+    audio.play().catch(() => {});
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  // No trickle ICE: wait for the candidates, then send one offer.
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    });
+    setTimeout(resolve, 2000);
+  });
+  return { pc, sdp: pc.localDescription.sdp };
+}
+
+function useBrowser() { return $("use-browser").checked; }
+
 // ---- actions ---------------------------------------------------------------------------
 async function placeCall(targets, mode) {
   if (!targets.length) { logLine(t("selectFirst")); return; }
-  const call = await api("POST", "/api/calls", { targets, mode, record: $("record").checked })
-    .catch(() => null);
+  const body = { targets, mode, record: $("record").checked };
+  if (useBrowser()) {
+    try {
+      const { pc, sdp } = await browserOffer();
+      const res = await api("POST", "/api/calls/browser", { ...body, sdp });
+      await pc.setRemoteDescription({ type: "answer", sdp: res.sdp });
+      peers[res.call.id] = pc;
+      applyCall(res.call);
+      logLine(`${res.call.id}: ${mode} → ${targets.join(", ")} (browser)`);
+    } catch (e) { logLine(String(e)); }
+    return;
+  }
+  const call = await api("POST", "/api/calls", body).catch(() => null);
   if (call) { applyCall(call); logLine(`${call.id}: ${mode} → ${targets.join(", ")}`); }
 }
 
 async function join(callId, relation, legId) {
-  const phone = $("my-phone").value.trim();
-  if (!phone) { logLine(t("needPhone")); $("my-phone").focus(); return; }
-  const body = { phone };
+  const body = {};
   if (legId) body.leg_id = legId;
+  let pc = null;
+  if (useBrowser()) {
+    const offer = await browserOffer();
+    pc = offer.pc; body.sdp = offer.sdp;
+  } else {
+    const phone = $("my-phone").value.trim();
+    if (!phone) { logLine(t("needPhone")); $("my-phone").focus(); return; }
+    body.phone = phone;
+  }
   const res = await api("POST", `/api/calls/${callId}/${relation}`, body).catch(() => null);
-  if (res) applyCall(res.call);
+  if (!res) { if (pc) pc.close(); return; }
+  if (pc) { await pc.setRemoteDescription({ type: "answer", sdp: res.sdp }); peers[callId] = pc; }
+  applyCall(res.call);
+}
+
+function dropPeer(callId) {
+  if (peers[callId]) { peers[callId].close(); delete peers[callId]; }
 }
 
 function selected() { return [...state.selected]; }
