@@ -97,8 +97,12 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def cpu_times() -> dict[str, tuple[float, float]]:
-    """Per CPU: (busy seconds, softirq seconds) from /proc/stat."""
+def cpu_times() -> dict[str, tuple[float, float, float]]:
+    """Per CPU: (busy, softirq, steal) seconds from /proc/stat.
+
+    Steal is time the hypervisor gave this virtual CPU's physical core to someone else:
+    the guest's processes simply stop meanwhile.
+    """
     out = {}
     with open("/proc/stat") as f:
         for line in f:
@@ -106,7 +110,8 @@ def cpu_times() -> dict[str, tuple[float, float]]:
                 parts = line.split()
                 vals = [int(v) for v in parts[1:]]
                 idle = vals[3] + vals[4]
-                out[parts[0]] = ((sum(vals[:8]) - idle) / CLK_TCK, vals[6] / CLK_TCK)
+                out[parts[0]] = ((sum(vals[:7]) - idle) / CLK_TCK, vals[6] / CLK_TCK,
+                                 vals[7] / CLK_TCK)
     return out
 
 
@@ -423,6 +428,8 @@ class Row:
     load: str
     hub: dict[str, Any] = field(default_factory=dict)
     wait: float = 0.0
+    steal: tuple[float, float] = (0.0, 0.0)
+    """Share of the window the hypervisor took cores 0 and 1 away (/proc/stat steal)."""
     """Share of the window the mixer's threads were runnable but not running (schedstat)."""
     remeasured: bool = False
 
@@ -430,7 +437,7 @@ class Row:
         """How much others got in the way, in cores (the hub's own wait counts for the hub:
         its single thread should never wait for core 0; Janus's threads wait for each other)."""
         own = self.wait if self.side == "hub" else 0.0
-        return max(self.other[0], self.other[1] * 0.5, own)
+        return max(self.other[0], self.other[1] * 0.5, own, self.steal[0] * 4, self.steal[1] * 2)
 
     def disturbed(self, args: argparse.Namespace) -> bool:
         return self.disturbance(args) > args.disturbed
@@ -516,10 +523,13 @@ def other_load(pids: tuple[int, int], seconds: float) -> tuple[float, float]:
     span = t1 - t0
     by_thread = others(before, after, {*pids, os.getpid()}, span)
     by_core = core_others(s0, s1, [c1[0] - c0[0], c1[1] - c0[1]], span)
-    return max(by_thread[0], by_core[0]), max(by_thread[1], by_core[1])
+    steal = [(s1[c][2] - s0[c][2]) / span if c in s1 else 0.0 for c in ("cpu0", "cpu1")]
+    return (max(by_thread[0], by_core[0]) + steal[0],
+            max(by_thread[1], by_core[1]) + steal[1])
 
 
-def core_others(s0: dict[str, tuple[float, float]], s1: dict[str, tuple[float, float]],
+def core_others(s0: dict[str, tuple[float, float, float]],
+                s1: dict[str, tuple[float, float, float]],
                 ours: list[float], span: float) -> tuple[float, float]:
     """Busy time of cores 0 and 1 (/proc/stat) minus our processes' CPU and softirq.
 
@@ -573,6 +583,8 @@ def measure(side: str, scenario: str, n: int, mixer: Any, gen: Child, args: argp
     gcpu = (g1 - g0) / span
     busy0 = (s1["cpu0"][0] - s0["cpu0"][0]) / span
     soft0 = (s1["cpu0"][1] - s0["cpu0"][1]) / span
+    steal = ((s1["cpu0"][2] - s0["cpu0"][2]) / span,
+             (s1["cpu1"][2] - s0["cpu1"][2]) / span if "cpu1" in s1 else 0.0)
     by_thread = others(th0, th1, ours, span)
     by_core = core_others(s0, s1, [c1 - c0, g1 - g0], span)
     other = (max(by_thread[0], by_core[0]), max(by_thread[1], by_core[1]))
@@ -600,7 +612,7 @@ def measure(side: str, scenario: str, n: int, mixer: Any, gen: Child, args: argp
                "gc_ms_max": hub_after["gc"]["max"] * 1000,
                "gc_ms_per_s": (hub_after["gc"]["total"] - hub_before["gc"]["total"]) * 1000 / span}
     return Row(side, scenario, n, res, cpu, gcpu, (busy0, 0.0), other, soft0, loadavg(), hub,
-               wait=(w1 - w0) / span)
+               wait=(w1 - w0) / span, steal=steal)
 
 
 def run_scenario(side: str, scenario: str, steps: list[int], args: argparse.Namespace,
@@ -652,7 +664,8 @@ def run_scenario(side: str, scenario: str, steps: list[int], args: argparse.Name
                   f"{r['probes_found']}/{r['probes_expected']} found), gen lag p99 "
                   f"{r['gen_lag_p99']:.1f} ms, gen cpu {row.gen_cpu * 100:.0f}%, lateness p50/p99/"
                   f"p99.9 {r['lateness_p50']:.1f}/{r['lateness_p99']:.1f}/"
-                  f"{r['lateness_p999']:.1f} ms, mixer waited {row.wait * 100:.0f}%, other "
+                  f"{r['lateness_p999']:.1f} ms, mixer waited {row.wait * 100:.0f}%, steal "
+                  f"{row.steal[0] * 100:.1f}/{row.steal[1] * 100:.1f}%, other "
                   f"{row.other[0]:.2f}/{row.other[1]:.2f}, {row.hub or ''} "
                   f"[{time.monotonic() - t_step:.0f} s]", flush=True)
             if not row.ok:
@@ -705,9 +718,8 @@ def details(rows: list[Row]) -> str:
              "lateness p99 / max ms | min frames/s (worst leg) | probes found | latency max ms | "
              "hub input concealed (worst leg) | hub late / skipped ticks | hub tick us avg / max | "
              "hub GC max ms | hub waited for its core | core 0 softirq | generator CPU / lag p99 "
-             "ms | other load core 0 / 1 | loadavg |",
-             "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-             "---:|---:|"]
+             "ms | other load core 0 / 1 | steal core 0 / 1 | loadavg |",
+             "|:---|:---" + "|---:" * 17 + "|"]
     for r in rows:
         x = r.res
         hub = r.hub
@@ -724,7 +736,8 @@ def details(rows: list[Row]) -> str:
             f"{x['probes_found']}/{x['probes_expected']} | {fmt(x['lat_max'])} | {conceal} | "
             f"{ticks} | {mix} | {gcm} | {wait} | {r.softirq0 * 100:.0f}% | "
             f"{r.gen_cpu * 100:.0f}% / {x['gen_lag_p99']:.1f} | "
-            f"{r.other[0]:.2f} / {r.other[1]:.2f}{re_} | {r.load} |")
+            f"{r.other[0]:.2f} / {r.other[1]:.2f}{re_} | "
+            f"{r.steal[0] * 100:.1f}% / {r.steal[1] * 100:.1f}% | {r.load} |")
     return "\n".join(lines)
 
 
@@ -784,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     deadline = started + args.budget
+    # A kill (timeout, Ctrl-C) still runs the finally clauses that stop Janus and the rest.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         # Keep this process (its /proc scans, its JSON) off the mixer's core.
         os.sched_setaffinity(0, {1})

@@ -10,7 +10,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,9 @@ class Event:
         return type(self).__name__
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Shallow: event fields are plain values (or, for whole-state events, dicts
+        # built for the event); asdict's deep copy cost more than the rest of a fan-out.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["type"] = self.kind
         return data
 

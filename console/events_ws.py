@@ -56,6 +56,27 @@ def _encode(data: Mapping[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+_ENCODED: dict[int, tuple[Event, str]] = {}
+_ENCODED_MAX = 512
+
+
+def _encode_event(event: Event) -> str:
+    """The event's JSON, made once however many consoles it goes to.
+
+    Keyed by identity (the cache holds the event, so its id can't be reused while
+    cached); a bounded FIFO, as every console sends an event soon after it is published.
+    """
+    key = id(event)
+    hit = _ENCODED.get(key)
+    if hit is not None and hit[0] is event:
+        return hit[1]
+    text = _encode(event.to_dict())
+    if len(_ENCODED) >= _ENCODED_MAX:
+        del _ENCODED[next(iter(_ENCODED))]
+    _ENCODED[key] = (event, text)
+    return text
+
+
 class _Outbox:
     """A connection's bounded queue of events; ``overflowed`` once it was full."""
 
@@ -179,7 +200,7 @@ def events_routes(
                 return CLOSE_TOO_SLOW
             while outbox.items:
                 event = outbox.items.popleft()
-                await websocket.send_text(_encode(event.to_dict()))
+                await websocket.send_text(_encode_event(event))
                 if outbox.overflowed:
                     break
 

@@ -35,6 +35,7 @@ import numpy as np
 from bridges.events import Event, EventBus
 from bridges.model import Bridge, Leg, LegState
 from gateways.originate import OutboundLeg, Outcome
+from gateways.queue import QueueEntry
 from gateways.sip_gateway import SipGateway
 from gateways.webrtc import WebRtcError, WebRtcLegChanged, WebRtcSessions
 from media.engine import DtmfReceived, LegTimedOut, MediaBridge, MediaEvent
@@ -114,11 +115,17 @@ class DispatchLeg:
     """The dispatcher's browser (a WebRTC leg) instead of a dialled phone."""
     browser_outcome: str = "pending"
     """A browser leg's outcome: pending, answered (media flowed) or failed."""
+    local: Leg | None = None
+    """A caller the hub answered itself (a call from the dispatch queue)."""
+    replaces: list[str] = field(default_factory=list)
+    """Transfer: the legs released once this one answers."""
 
     @property
     def id(self) -> str:
         if self.out:
             return self.out.id
+        if self.local is not None:
+            return self.local.id
         return self.browser.id if self.browser else f"pending-{self.target}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -127,6 +134,8 @@ class DispatchLeg:
             state, outcome, status = out.leg.state.value, out.outcome.value, out.status
         elif self.browser is not None:
             state, outcome, status = self.browser.state.value, self.browser_outcome, 0
+        elif self.local is not None:
+            state, outcome, status = self.local.state.value, "answered", 200
         else:
             state, outcome, status = "new", "pending", 0
         return {
@@ -167,6 +176,10 @@ class DispatchCall:
     confirm_timer: asyncio.TimerHandle | None = None
     owned: bool = True
     """False for a call the hub did not place (a SIP call we barge into)."""
+    answered_by: str | None = None
+    """A queued call: the operator who picked it up."""
+    entry: QueueEntry | None = None
+    """A queued call: the caller's queue entry."""
     locked: bool = False
     """Locked: no member may be added (a room admits no new caller)."""
 
@@ -185,6 +198,7 @@ class DispatchCall:
             "ended": self.ended,
             "legs": [leg.as_dict() for leg in self.legs.values()],
             "talking": sorted(self.media.talking),
+            "answered_by": self.answered_by,
             "locked": self.locked,
         }
 
@@ -207,6 +221,7 @@ class CallService:
         self.webrtc = webrtc
         self.calls: dict[str, DispatchCall] = {}
         self._by_bridge: dict[str, DispatchCall] = {}
+        self._dirty: set[str] = set()
         self._by_browser_leg: dict[str, DispatchCall] = {}
         self._ids = itertools.count(1)
         gateway.media_listeners.append(self._on_media_event)
@@ -324,8 +339,13 @@ class CallService:
                      dleg.endpoints[dleg.attempt])
             self._dial_endpoint(call, dleg)
             return
+        if call.entry is not None and self._queue_leg_changed(call, dleg, out):
+            return
         if out.outcome is Outcome.ANSWERED and not out.ended:
             self._apply_relation(call, dleg)
+            for leg_id in dleg.replaces:
+                self._release_leg(call, leg_id, "transferred")
+            dleg.replaces = []
             if call.mode == "rollcall" and call.current is dleg and dleg.confirmed is None:
                 self._prompt_confirm(call, dleg)
         if out.ended and call.mode == "rollcall" and call.current is dleg:
@@ -453,6 +473,138 @@ class CallService:
             return
         self._changed(call)
 
+    # -- the dispatch queue -----------------------------------------------------------------------
+    def queue_list(self) -> list[dict[str, Any]]:
+        """The waiting callers in order (position, caller, since), then those being picked up."""
+        return self.gateway.queue.snapshot()
+
+    def answer_queued(self, queue_id: str, phone: str, *,
+                      operator: str | None = None) -> DispatchCall:
+        """Pick a waiting caller up: ``phone`` (the dispatcher's) is dialled into the
+        caller's bridge; the queue entry becomes call ``queue_id`` with ``answered_by``."""
+        queue = self.gateway.queue
+        entry = queue.entries.get(queue_id)
+        if entry is None:
+            raise CallNotFound(f"no queued call {queue_id!r}")
+        if entry.state != "waiting":
+            raise CallConflict(f"queued call {queue_id} is already {entry.state}"
+                               + (f" by {entry.answered_by}" if entry.answered_by else ""))
+        route = self.gateway.resolve(phone)
+        if not route.targets:
+            raise CallConflict(f"{phone} cannot be reached now ({route.status})")
+        call = self.calls.get(queue_id)
+        if call is None or call.ended is not None:
+            call = DispatchCall(queue_id, "queue", [entry.caller], entry.bridge, entry.media,
+                                operator, False, entry=entry)
+            call.legs[entry.leg.id] = DispatchLeg(entry.caller, None, local=entry.leg)
+            self.calls[queue_id] = call
+            self._by_bridge[entry.bridge.id] = call
+            entry.on_end = self._queue_caller_left
+        call.operator = operator
+        queue.picking_up(entry, operator)
+        dleg = DispatchLeg(phone, None, endpoints=[phone])
+        self._dial_endpoint(call, dleg)
+        log.info("%s: queued call from %s picked up by %s (phone %s)", call.id, entry.caller,
+                 operator, phone)
+        return call
+
+    def _queue_leg_changed(self, call: DispatchCall, dleg: DispatchLeg,
+                           out: OutboundLeg) -> bool:
+        """The dispatcher's phone for a queued call: True when handled here."""
+        entry = call.entry
+        if entry is None or dleg.relation is not Relation.MEMBER:
+            return False
+        if entry.state == "answered" and out.ended and call.ended is None and not any(
+                d.out is not None and not d.out.ended and d.relation is Relation.MEMBER
+                for d in call.legs.values()):
+            # The last one talking to the caller hung up: the call is over.
+            self.end(call.id, "the dispatcher hung up")
+            return True
+        if entry.state != "answering":
+            return False
+        if out.outcome is Outcome.ANSWERED and not out.ended:
+            call.answered_by = entry.answered_by
+            self.gateway.queue.connected(entry, entry.answered_by)
+        elif out.ended:
+            # The dispatcher's phone never answered: the caller waits again.
+            self.gateway.queue.requeue(entry)
+        else:
+            return False
+        self._changed(call)
+        return True
+
+    def _queue_caller_left(self, entry: QueueEntry, reason: str) -> None:
+        call = self.calls.get(entry.id)
+        if call is None or call.ended is not None or call.entry is not entry:
+            return
+        for dleg in list(call.legs.values()):
+            if dleg.out is not None and not dleg.out.ended:
+                self.gateway.originator.hang_up(dleg.out, reason)
+            elif dleg.browser is not None and self.webrtc is not None:
+                self.webrtc.close(dleg.id, reason)
+        call.ended = time.time()
+        self._by_bridge.pop(call.bridge.id, None)
+        self.bus.publish(CallEnded(call_id=call.id, reason=f"caller left: {reason}"))
+        self._changed(call)
+
+    # -- transfer ------------------------------------------------------------------------------
+    def transfer(self, call_id: str, leg_id: str, target: str, *,
+                 operator: str | None = None) -> DispatchCall:
+        """Blind transfer: ``leg_id``'s party stays, the other side is replaced by
+        ``target`` (dialled by the hub; the others are released once it answers)."""
+        target = target.strip()
+        route = self.gateway.resolve(target)
+        if not route.targets:
+            if route.status == 404:
+                raise CallInvalid(f"unknown user or number: {target}")
+            raise CallConflict(f"{target} cannot be reached now ({route.status})")
+        sip_call = self.gateway.calls.get(call_id)
+        if sip_call is not None and not sip_call.ended:
+            side = self.gateway.side_of_leg(sip_call, leg_id)
+            if side is None:
+                raise CallNotFound(f"no leg {leg_id!r} in call {call_id}")
+            try:
+                self.gateway.transfer(sip_call, side, target)
+            except ValueError as exc:
+                raise CallConflict(str(exc)) from None
+            log.info("%s: %s transferred to %s (by %s)", call_id, leg_id, target, operator)
+            return self.get(call_id)
+        call = self.get(call_id)
+        if call.ended is not None:
+            raise CallConflict(f"call {call_id} has ended")
+        if not call.owned:
+            raise CallConflict(f"call {call_id} cannot be transferred from here")
+        kept = call.legs.get(leg_id)
+        if kept is None or leg_id not in call.media.mixer:
+            raise CallNotFound(f"no answered leg {leg_id!r} in call {call_id}")
+        if any(d.replaces for d in call.legs.values()):
+            raise CallConflict(f"call {call_id} is already being transferred")
+        others = [d.id for d in call.legs.values()
+                  if d is not kept and d.relation is Relation.MEMBER and self._live(d)]
+        dleg = DispatchLeg(target, None, endpoints=[target],
+                           auto_answer=call.mode == "broadcast", replaces=others)
+        self._dial_endpoint(call, dleg)
+        log.info("%s: %s transferred to %s (by %s)", call_id, leg_id, target, operator)
+        return call
+
+    @staticmethod
+    def _live(dleg: DispatchLeg) -> bool:
+        if dleg.out is not None:
+            return not dleg.out.ended
+        leg = dleg.local or dleg.browser
+        return leg is not None and not leg.ended
+
+    def _release_leg(self, call: DispatchCall, leg_id: str, reason: str) -> None:
+        dleg = call.legs.get(leg_id)
+        if dleg is None:
+            return
+        if dleg.out is not None and not dleg.out.ended:
+            self.gateway.originator.hang_up(dleg.out, reason)
+        elif dleg.browser is not None and self.webrtc is not None:
+            self.webrtc.close(leg_id, reason)
+        elif call.entry is not None and dleg.local is not None:
+            self.gateway.queue.hang_up(call.entry, reason)
+
     # -- control ---------------------------------------------------------------------------------
     def get(self, call_id: str) -> DispatchCall:
         call = self.calls.get(call_id)
@@ -526,6 +678,9 @@ class CallService:
             return
         if dleg is not None and dleg.browser is not None and self.webrtc is not None:
             self.webrtc.close(leg_id, "kicked")
+            return
+        if dleg is not None and dleg.local is not None and call.entry is not None:
+            self.gateway.queue.hang_up(call.entry, "kicked")
             return
         sip_call = self.gateway.calls.get(call.id)
         if sip_call is not None:
@@ -649,7 +804,10 @@ class CallService:
                 self.gateway.originator.hang_up(dleg.out, reason)
             elif dleg.browser is not None and self.webrtc is not None:
                 self.webrtc.close(dleg.id, reason)
-        if not call.owned:
+        if call.entry is not None:
+            call.entry.on_end = None
+            self.gateway.queue.hang_up(call.entry, reason)
+        elif not call.owned:
             sip_call = self.gateway.calls.get(call.id)
             if sip_call is not None:
                 self.gateway.hangup(sip_call, reason)
@@ -663,6 +821,21 @@ class CallService:
         return call
 
     def _changed(self, call: DispatchCall) -> None:
+        """Publish the call's state once per loop turn, however many legs changed.
+
+        A 50-member group call changes 50 legs at once: one ``CallChanged`` with the
+        final state, not 50 copies of the whole call.
+        """
+        if call.id in self._dirty:
+            return
+        self._dirty.add(call.id)
+        try:
+            asyncio.get_running_loop().call_soon(self._publish, call)
+        except RuntimeError:  # no loop (a synchronous caller): publish now
+            self._publish(call)
+
+    def _publish(self, call: DispatchCall) -> None:
+        self._dirty.discard(call.id)
         self.bus.publish(CallChanged(call=call.as_dict()))
 
     def shutdown(self) -> None:

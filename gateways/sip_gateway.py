@@ -32,7 +32,7 @@ from media.engine import (
     MediaLeg,
     TalkerChanged,
 )
-from media.tones import Player, music_on_hold
+from media.tones import RINGBACK_CN, Player, cadence_signal, music_on_hold
 from signaling.dialog import Dialog, DialogState, dialog_id_of_request, new_call_id, new_tag
 from signaling.digest import DigestServer
 from signaling.errors import ParseError
@@ -55,7 +55,8 @@ from signaling.transport import SipTransport
 from signaling.uri import SipUri
 
 from .media_sdp import Negotiated, SdpSession, apply_negotiated, extract_sdp
-from .originate import Originator, OutboundLeg
+from .originate import Originator, OutboundLeg, Outcome
+from .queue import DispatchQueue
 from .rooms import RoomManager
 from .routing import Route, Target
 from .security import AuthThrottle, is_scanner
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 
 REINVITE_TIMEOUT = 180.0
 """Seconds an in-dialog request may stay unanswered after a 1xx (like Timer C)."""
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, REFER"
 
 
 class CallLog(logging.LoggerAdapter[logging.Logger]):
@@ -124,6 +125,12 @@ class Call:
     created: float = field(default_factory=time.monotonic)
     answered_at: float | None = None
     early_media: bool = False
+    transfer: OutboundLeg | None = None
+    """The party a transfer (REFER or the API) is bringing in for one side."""
+    released: set[str] = field(default_factory=set)
+    """Sides replaced by a transfer: their dialog is over, the call goes on without them."""
+    transfer_keep: str | None = None
+    ringback: Player | None = None
 
     @property
     def ended(self) -> bool:
@@ -163,6 +170,8 @@ class SipGateway:
         self.rooms = RoomManager(transport=transport, engine=engine, bus=bus,
                                  recorder_factory=recorder_factory)
         self.rooms.on_close = self.originator.hang_up_bridge
+        self.queue = DispatchQueue(transport=transport, engine=engine, bus=bus,
+                                   on_close=self.originator.hang_up_bridge)
         self.calls: dict[str, Call] = {}
         self._by_bridge: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str, str], tuple[Call, str]] = {}
@@ -201,6 +210,7 @@ class SipGateway:
             "calls": sum(1 for c in self.calls.values() if not c.ended),
             "media": self.engine.snapshot(),
             "rooms": self.rooms.snapshot(),
+            "queue": len(self.queue.waiting()),
             **self.stats,
         }
 
@@ -314,6 +324,11 @@ class SipGateway:
         room = self.store.get_room(dialled) if dialled else None  # type: ignore[attr-defined]
         if room is not None:
             self.rooms.join(tx, request, caller, room, offer)
+            return
+        if dialled and dialled == getattr(self.store, "dispatch_number", None) and (
+                self.store.get_user(dialled) is None):  # type: ignore[attr-defined]
+            rate = 16000 if offered.codec.sample_rate >= 16000 else 8000
+            self.queue.enqueue(tx, request, caller, caller_display, offer, rate)
             return
         route = self._route(request, trunk_call=trunk is not None)
         if not route.targets:
@@ -625,6 +640,8 @@ class SipGateway:
     def _in_dialog(self, tx: ServerTransaction, request: Request) -> None:
         if self.rooms.handle_in_dialog(tx, request):
             return
+        if self.queue.handle_in_dialog(tx, request):
+            return
         if self.originator.handle_in_dialog(tx, request, self._reply):
             return
         key = dialog_id_of_request(request)
@@ -642,6 +659,23 @@ class SipGateway:
             self._reply(tx, 500, "CSeq out of order")
             return
         method = request.method
+        if side in call.released:
+            # The transferor's dialog: a BYE crossing ours is fine, nothing else goes on.
+            self._reply(tx, 200 if method == "BYE" else 481)
+            return
+        if method == "BYE" and call.transfer is not None and not call.transfer.ended and (
+                side != self._kept_side(call)):
+            # Blind transfer: the transferor hangs up after the REFER; the call goes on.
+            self._reply(tx, 200)
+            call.log.info("transferor (side %s) hung up", side.upper())
+            self._release_side(call, side, "transferred", bye=False)
+            return
+        if method == "REFER":
+            self._refer(call, side, tx, request)
+            return
+        if method in ("INVITE", "UPDATE") and call.released:
+            self._answer_locally(call, side, tx, request)
+            return
         if method == "BYE":
             self._reply(tx, 200)
             call.log.info("BYE from side %s", side.upper())
@@ -790,8 +824,184 @@ class SipGateway:
             return None, None
         return call.b.dialog, call.b.target.dest
 
+    # -- transfer (RFC 3515 REFER, or a dispatcher through the API) ----------------------------
+    def _kept_side(self, call: Call) -> str | None:
+        return call.transfer_keep if call.transfer is not None else None
+
+    def side_of_leg(self, call: Call, leg_id: str) -> str | None:
+        if call.a_leg.id == leg_id:
+            return "a"
+        if call.b is not None and call.b.leg is not None and call.b.leg.id == leg_id:
+            return "b"
+        return None
+
+    def transfer(self, call: Call, keep: str, target: str,
+                 notify_side: str | None = None) -> OutboundLeg:
+        """Replace the side that is not ``keep`` by ``target``, dialled by the hub.
+
+        The replaced side is released (BYE) once the target answers; ``notify_side``
+        (the REFER's sender) hears the progress as sipfrag NOTIFYs (RFC 3515).
+        """
+        if call.ended or call.state != "answered":
+            raise ValueError(f"call {call.id} is not answered")
+        if keep in call.released or (call.transfer is not None and not call.transfer.ended):
+            raise ValueError(f"call {call.id} is already being transferred")
+        gone = "b" if keep == "a" else "a"
+        if gone in call.released:
+            raise ValueError(f"call {call.id} has only one party left")
+        caller = call.caller if keep == "a" else (call.b.target.peer if call.b else "hub")
+        call.transfer_keep = keep
+
+        def changed(out: OutboundLeg) -> None:
+            self._transfer_changed(call, keep, gone, out, notify_side)
+
+        call.log.info("transfer: side %s stays, %s replaces side %s", keep.upper(), target,
+                      gone.upper())
+        out = self.originator.dial(target, call.bridge, call.media, on_change=changed,
+                                   ring_timeout=self.ring_timeout, caller=caller,
+                                   caller_display=None)
+        call.transfer = out
+        if out.ended:
+            changed(out)
+        return out
+
+    def _transfer_changed(self, call: Call, keep: str, gone: str, out: OutboundLeg,
+                          notify_side: str | None) -> None:
+        if call.ended or call.transfer is not out:
+            return
+        if out.outcome is Outcome.ANSWERED and not out.ended:
+            if gone in call.released and call.ringback is None:
+                return  # already handled
+            if call.ringback is not None:
+                call.media.stop_player(call.ringback)
+                call.ringback = None
+            if notify_side is not None and gone not in call.released:
+                self._notify_refer(call, notify_side, "200 OK", final=True)
+            if gone not in call.released:
+                self._release_side(call, gone, "transferred", bye=True)
+            call.log.info("transfer: %s answered", out.name)
+            return
+        if not out.ended:
+            if notify_side is not None and out.leg.state is LegState.RINGING and (
+                    notify_side not in call.released):
+                self._notify_refer(call, notify_side, "180 Ringing", final=False)
+            return
+        if out.outcome is Outcome.ANSWERED:
+            call.log.info("transfer target %s hung up", out.name)
+            self.hangup(call, "bye from transfer target")
+            return
+        status = out.status or 480
+        call.log.info("transfer to %s failed: %s", out.name, status)
+        call.transfer = None
+        if call.ringback is not None:
+            call.media.stop_player(call.ringback)
+            call.ringback = None
+        if notify_side is not None and notify_side not in call.released:
+            self._notify_refer(call, notify_side, f"{status} {_REASONS.get(status, 'Failed')}",
+                               final=True)
+        if gone in call.released:
+            self.hangup(call, "transfer failed")
+
+    def _release_side(self, call: Call, side: str, reason: str, *, bye: bool) -> None:
+        if bye:
+            self._bye_side(call, side)
+        call.released.add(side)
+        media, _ = self._side_media(call, side)
+        leg = call.a_leg if side == "a" else (call.b.leg if call.b else None)
+        if media is not None:
+            call.media.remove_leg(media.id)
+        if leg is not None and not leg.ended:
+            leg.set_state(LegState.ENDED, reason)
+        if call.moh is not None:
+            call.media.stop_player(call.moh)
+            call.moh = None
+        if side == "a":
+            self.transport.endpoint.layer.stop_2xx_retransmission(call.a_tx)
+        out = call.transfer
+        if out is not None and out.outcome is Outcome.PENDING and call.ringback is None:
+            keep_media, _ = self._side_media(call, "b" if side == "a" else "a")
+            if keep_media is not None:
+                call.ringback = call.media.play(cadence_signal(RINGBACK_CN, call.media.rate),
+                                                leg_id=keep_media.id, loop=True)
+
+    def _refer(self, call: Call, side: str, tx: ServerTransaction, request: Request) -> None:
+        refer_to = request.headers.get("Refer-To") or request.headers.get("r") or ""
+        try:
+            uri = _parse_target_uri(refer_to.split(";")[0].strip() if "<" not in refer_to
+                                    else refer_to[refer_to.index("<") + 1:refer_to.index(">")])
+        except (ParseError, ValueError):
+            self._reply(tx, 400, "Bad Refer-To")
+            return
+        if "replaces" in refer_to.lower():
+            self._reply(tx, 501, "Attended transfer (Replaces) not supported")
+            return
+        target = uri.user_unescaped
+        if not target:
+            self._reply(tx, 400, "No user in Refer-To")
+            return
+        if call.state != "answered" or call.transfer is not None and not call.transfer.ended:
+            self._reply(tx, 491 if call.transfer is not None else 403,
+                        "Call cannot be transferred now")
+            return
+        route = self.resolve(target)
+        if not route.targets:
+            self._reply(tx, route.status or 404, route.reason or None)
+            return
+        dialog, dest = self._side_dialog(call, side)
+        contact = f"<{self.transport.contact_uri(dest or tx.source, 'hub')}>"
+        self._reply(tx, 202, headers=(("Contact", contact),))
+        if dialog is not None and dest is not None:
+            dialog.update_target(request)
+        self._notify_refer(call, side, "100 Trying", final=False)
+        keep = "b" if side == "a" else "a"
+        try:
+            self.transfer(call, keep, target, notify_side=side)
+        except ValueError as exc:
+            call.log.info("REFER refused after 202: %s", exc)
+            self._notify_refer(call, side, "503 Service Unavailable", final=True)
+
+    def _notify_refer(self, call: Call, side: str, status_line: str, *, final: bool) -> None:
+        dialog, dest = self._side_dialog(call, side)
+        if dialog is None or dest is None:
+            return
+        notify = dialog.create_request(
+            "NOTIFY", via=self.transport.via(dest, new_branch()),
+            contact=f"<{self.transport.contact_uri(dest, 'hub')}>")
+        notify.headers.add("Event", "refer")
+        notify.headers.add("Subscription-State",
+                           "terminated;reason=noresource" if final else "active;expires=60")
+        notify.headers.add("Content-Type", "message/sipfrag;version=2.0")
+        notify.body = f"SIP/2.0 {status_line}\r\n".encode()
+        self.transport.send_request(notify, dest, context=None)
+
+    def _answer_locally(self, call: Call, side: str, tx: ServerTransaction,
+                        request: Request) -> None:
+        """A re-INVITE/UPDATE once the other side was transferred away: the hub answers."""
+        media, sdp = self._side_media(call, side)
+        dialog, dest = self._side_dialog(call, side)
+        offer = extract_sdp(request)
+        if media is None or sdp is None or dialog is None or dest is None:
+            self._reply(tx, 481)
+            return
+        if offer is None:
+            self._reply(tx, 488, "An SDP offer is required")
+            return
+        try:
+            answer, neg = sdp.answer(offer, media.pair.rtp_port)
+        except ParseError as exc:
+            self._reply(tx, 488, exc.reason)
+            return
+        apply_negotiated(media, neg)
+        dialog.update_target(request)
+        resp = make_response(request, 200, to_tag=tx.to_tag or None, body=answer, headers=(
+            ("Contact", f"<{self.transport.contact_uri(dest, 'hub')}>"),
+            ("Content-Type", "application/sdp")))
+        self.transport.respond(tx, resp)
+
     # -- ending -----------------------------------------------------------------------------------
     def _bye_side(self, call: Call, side: str) -> None:
+        if side in call.released:
+            return
         dialog, dest = self._side_dialog(call, side)
         if dialog is None or dest is None:
             return
@@ -852,6 +1062,12 @@ class SipGateway:
         if self.rooms.owns_bridge(event.bridge_id):
             self.rooms.on_media_event(event)
             return
+        if isinstance(event, LegTimedOut) and self.queue.owns_bridge(event.bridge_id):
+            entry = self.queue.by_leg(event.leg_id)
+            if entry is not None:
+                log.info("queue: no RTP from %s for %.0f s", entry.caller, event.seconds)
+                self.queue.hang_up(entry, "rtp timeout")
+                return
         call = self._by_bridge.get(event.bridge_id)
         if call is None:
             for listener in self.media_listeners:
@@ -873,6 +1089,8 @@ class SipGateway:
         ctx = tx.context
         if isinstance(tx, ServerTransaction):
             if self.rooms.on_server_timeout(tx):
+                return
+            if self.queue.on_server_timeout(tx):
                 return
             if isinstance(ctx, Call) and tx is ctx.a_tx and ctx.state == "answered":
                 ctx.log.info("caller never ACKed our 200: ending")
@@ -909,6 +1127,7 @@ class SipGateway:
         for call in list(self.calls.values()):
             self.hangup(call, "shutdown")
         self.rooms.shutdown()
+        self.queue.shutdown()
         self.originator.shutdown()
 
 
@@ -955,6 +1174,10 @@ def _best_failure(codes: list[int]) -> int:
             mapped.append(c)
     four = [c for c in mapped if 400 <= c < 500]
     return min(four) if four else min(mapped)
+
+
+_REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
+            486: "Busy Here", 487: "Request Terminated", 603: "Decline"}
 
 
 def random_id() -> str:

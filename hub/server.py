@@ -27,6 +27,7 @@ from console.auth import AuthService
 from console.calls_api import calls_routes
 from console.http import HttpServer, start_http
 from console.page import page_routes
+from console.queue_api import queue_routes
 from console.recordings_api import recordings_routes
 from dispatch.audit import AuditLog
 from dispatch.calls import CallService
@@ -178,8 +179,10 @@ async def start(config: ServeConfig) -> Hub:
         hub_ref: list[Hub] = []
         app = create_app(_HealthProxy(hub_ref), version=__version__, auth=auth, audit=audit,
                          directory=directory, users=store, bus=bus,
-                         snapshot={"calls": calls.list, "rooms": gateway.rooms.snapshot},
-                         features=[lambda api: calls_routes(api, calls),
+                         snapshot={"calls": calls.list, "rooms": gateway.rooms.snapshot,
+                                   "queue": calls.queue_list},
+                         features=[lambda api: queue_routes(api, calls),
+                                   lambda api: calls_routes(api, calls),
                                    lambda api: recordings_routes(api, recordings)],
                          extra_routes=page_routes())
         http = await start_http(app, config.bind, config.http_port)
