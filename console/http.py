@@ -111,6 +111,9 @@ async def start_http(
         access_log=False,
         lifespan="off",  # the hub starts and stops its parts itself
         server_header=False,
+        # Events are small and go to many consoles: compressing each console's copy
+        # separately cost more CPU than the bytes it saved on a LAN.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
     )
     server = _HubServer(config)
