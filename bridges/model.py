@@ -94,3 +94,6 @@ class Bridge:
             if not leg.ended:
                 leg.set_state(LegState.ENDED, reason)
         self.bus.publish(BridgeClosed(bridge_id=self.id, reason=reason))
+        # Legs point at their bridge; once it is closed, the bridge lets go of them so
+        # no reference cycle outlives the call (the cyclic collector's pauses are long).
+        self.legs = []

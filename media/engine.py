@@ -568,7 +568,15 @@ class MediaLeg:
         log.info("leg %s (%s) closed: %s", self.id, self.peer, self.snapshot())
         self._rtp.close()
         self._rtcp.close()
+        # The endpoints hold bound methods of this leg: cut the cycle so the leg is
+        # freed at once, not by a full cyclic collection (a pause on the media loop).
+        self._rtp.on_batch = _ignore
+        self._rtcp.on_batch = _ignore
         self.bridge.engine.ports.release(self.pair)
+
+
+def _ignore(batch: list[tuple[bytes, Any]]) -> None:
+    """The receive handler of a closed leg's endpoints."""
 
 
 # --- bridges ------------------------------------------------------------------------------------
