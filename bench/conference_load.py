@@ -321,7 +321,7 @@ class Load:
                 where = np.flatnonzero(peak > DETECT)
                 pos = pcm[where].argmax(axis=1)
                 seen: set[tuple[int, float]] = set()
-                for fi, p in zip(where.tolist(), pos.tolist()):
+                for fi, p in zip(where.tolist(), pos.tolist(), strict=False):
                     pid = round((p - PROBE_POS0) / PROBE_STEP)
                     if not 0 <= pid < PROBE_IDS or abs(p - PROBE_POS0 - pid * PROBE_STEP) > 2:
                         continue

@@ -40,10 +40,10 @@ from .codecs import (
     ULAW_DECODE_TABLE,
     ULAW_ENCODE_TABLE,
     CodecSpec,
-    G711Decoder,
-    RepeatConcealer,
     Decoder,
     Encoder,
+    G711Decoder,
+    RepeatConcealer,
     new_decoder,
     new_encoder,
 )
