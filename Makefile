@@ -49,9 +49,9 @@ $(PY): | system-packages
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall whenever pyproject.toml changes (dependencies, entry points).
-$(STAMP): pyproject.toml | $(PY)
-	@echo "setup: pip install -e '.[dev]'"
-	$(PY) -m pip install -q -e '.[dev]'
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	@echo "setup: pip install -e '.[dev]' (versions pinned by constraints.txt)"
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
 run: setup
