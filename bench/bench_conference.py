@@ -824,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(to measure another version of the engine)")
     parser.add_argument("--hub-gc-freeze", action="store_true",
                         help="the hub process calls gc.freeze() once at start-up")
+    parser.add_argument("--json", help="also write every measured step to this file")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args(argv)
@@ -869,6 +870,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
     report = render(by, notes, args, argv, info, janus_version, rmem, load_start, elapsed)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {f"{side}/{sc}": [dict(legs=r.legs, cpu=r.cpu, res=r.res, hub=r.hub, wait=r.wait,
+                                   other=r.other, steal=r.steal, disturbed=r.was_disturbed)
+                              for r in rows] for (side, sc), rows in by.items()}, indent=1))
     print()
     print(report)
     if not args.no_doc:
@@ -886,7 +892,8 @@ def render(by: dict[tuple[str, str], list[Row]], notes: dict[tuple[str, str], st
         f"Linux {info['kernel']}, Python {info['python']}, uvloop {info['uvloop']}, numpy "
         f"{info['numpy']}, Janus {janus_version} (Debian). Mixer pinned to core 0 "
         f"(`taskset -c 0`), load generator to core 1; {rmem}. loadavg {load_start} at start, "
-        f"{loadavg()} at the end (others use this machine: see \"other load\"). "
+        f"{loadavg()} at the end (others use this machine, see \"other load\"; Janus's "
+        f"hundreds of threads count in loadavg too). "
         f"Took {elapsed:.0f} s.",
         "",
         f"    {cmd}",
@@ -911,14 +918,21 @@ def render(by: dict[tuple[str, str], list[Row]], notes: dict[tuple[str, str], st
                 if note:
                     out.append(f"\n{side}: {note}")
     out += ["", "Details:", "", details([r for rows in by.values() for r in rows])]
+    out += ["", "Near its limit a step passes or fails from one run to the next: a single "
+            "full garbage collection of the hub process (\"hub GC max ms\"; 20-200 ms seen) "
+            "or a few seconds of someone else's load makes a few frames late at every leg, "
+            "and 3 late frames in 12 s already fail the 0.5 % criterion. Read the limits as "
+            "plus or minus one step."]
     out += ["", "**Capacity under the criterion (max legs on one core):**", ""]
     verdicts = []
     for sc in dict.fromkeys(sc for _, sc in by):
         h = max_legs(by.get(("hub", sc), []))
         j = max_legs(by.get(("janus", sc), []))
-        hub_rows = [r for r in by.get(("hub", sc), []) if r.ok]
-        p99 = max((r.res["lat_p99"] for r in hub_rows if r.res["lat_p99"] is not None),
-                  default=None)
+        hub_at_max = next((r for r in by.get(("hub", sc), []) if r.legs == h and r.ok), None)
+        p99 = hub_at_max.res["lat_p99"] if hub_at_max is not None else None
+        under_40 = max((r.legs for r in by.get(("hub", sc), [])
+                        if r.ok and r.res["lat_p99"] is not None and r.res["lat_p99"] < 40),
+                       default=0)
         ratio = f"{h / j:.2f}" if j else "-"
         hub_last = next((r for r in by.get(("hub", sc), []) if r.legs == h), None)
         jan_last = next((r for r in by.get(("janus", sc), []) if r.legs == j), None)
@@ -934,14 +948,16 @@ def render(by: dict[tuple[str, str], list[Row]], notes: dict[tuple[str, str], st
                 hit_top += (f" ({side} failed at {failed.legs} legs while others loaded the "
                             "machine: its limit may be higher)")
         out.append(f"- {sc}: hub **{h}** legs, Janus AudioBridge **{j}** legs, ratio hub/Janus "
-                   f"**{ratio}**; CPU per leg at those sizes: {per_leg}; hub latency p99 "
-                   f"(worst passing step) {fmt(p99)} ms.{hit_top}")
+                   f"**{ratio}**; CPU per leg at those sizes: {per_leg}; hub latency p99 at "
+                   f"{h} legs {fmt(p99)} ms (largest passing step with p99 under 40 ms: "
+                   f"{under_40} legs).{hit_top}")
         verdicts.append((sc, h, j, p99))
     out += ["", "Targets (at least 500 G.711 legs on one core; added latency p99 under 40 ms; "
             "as many legs per core as Janus AudioBridge or more):", ""]
     for sc, h, j, p99 in verdicts:
         out.append(f"- {sc}: 500 legs {'met' if h >= 500 else 'NOT met'} ({h}); p99 < 40 ms "
-                   f"{'met' if p99 is not None and p99 < 40 else 'NOT met'} ({fmt(p99)} ms); "
+                   f"at that size {'met' if p99 is not None and p99 < 40 else 'NOT met'} "
+                   f"({fmt(p99)} ms); "
                    f">= Janus {'met' if h >= j and h else 'NOT met'} ({h} vs {j}).")
     return "\n".join(out)
 

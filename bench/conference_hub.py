@@ -111,6 +111,7 @@ async def serve(port_min: int, port_max: int, debug: bool = False,
                    "mix_us_max": max((m.max_tick_seconds * 1e6 for m in mix), default=0)})
             for m in mix:
                 m.max_tick_seconds = 0.0  # the next answer: the longest tick since this one
+            gc_state["max"] = 0.0  # and the longest collection since this one
         elif op == "quit":
             if not done.done():
                 done.set_result(None)

@@ -401,6 +401,17 @@ class MediaLeg:
             pcm = self._conceal(codec.samples_per_frame())
         else:
             return None
+        expected = codec.samples_per_frame()
+        if pcm.size != expected:
+            # A packet of another duration (an empty one, 10 ms, 30 ms...): the mix
+            # takes exactly one frame per tick, so conceal, pad or cut to fit.
+            if pcm.size == 0:
+                self.stats.invalid += 1
+                pcm = self._conceal(expected)
+            elif pcm.size < expected:
+                pcm = np.concatenate([pcm, np.zeros(expected - pcm.size, dtype=np.int16)])
+            else:
+                pcm = pcm[:expected]
         if self._down is not None:
             pcm = self._down.process(pcm)
         return pcm

@@ -86,3 +86,19 @@ def test_garbage_on_one_leg_never_raises_nor_silences_others(
     assert np.abs(tail).max() > 1000
     spectrum = np.abs(np.fft.rfft(tail * np.hanning(tail.size)))
     assert abs(np.fft.rfftfreq(tail.size, 1 / 8000)[spectrum.argmax()] - 1000) < 40
+
+
+@pytest.mark.parametrize("payload_size", [0, 80, 240])
+def test_packets_of_other_durations_fit_the_tick(room: tuple[MediaEngine, MediaBridge],
+                                                 payload_size: int) -> None:
+    """An empty, 10 ms or 30 ms packet still gives exactly one 20 ms frame per tick."""
+    engine, bridge = room
+    engine.clock = lambda: _clock[0]
+    bad = bridge.legs["bad"]
+    for i in range(8):
+        seq = int(_clock[0] * 50) + i
+        bad._on_rtp([(struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, seq * 160, 0x77)
+                      + bytes(payload_size), SOURCE)])
+        _clock[0] += 0.02
+        bridge.tick(_clock[0], 0.0)
+    assert engine.stats.tick_errors == 0
