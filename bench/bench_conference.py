@@ -127,7 +127,7 @@ def free_port() -> int:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    return port
+    return int(port)
 
 
 def ensure_rmem(minimum: int) -> str:
@@ -183,7 +183,7 @@ class Child:
         obj = json.loads(line)
         if "error" in obj:
             raise RuntimeError(f"{self.name}: {obj['error']}")
-        return obj
+        return dict(obj)
 
     def ask(self, obj: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
         self.send(obj)
@@ -285,7 +285,7 @@ class JanusMixer:
         data = json.loads(resp.read())
         if data.get("janus") == "error":
             raise RuntimeError(f"janus: {data}")
-        return data
+        return dict(data)
 
     def _attach(self) -> int:
         return int(self._post(f"/janus/{self.session}",
@@ -459,7 +459,7 @@ class Row:
         return max(self.other[0], self.other[1] * 0.5, own, self.steal[0] * 4, self.steal[1] * 2)
 
     def disturbed(self, args: argparse.Namespace) -> bool:
-        return self.disturbance(args) > args.disturbed
+        return self.disturbance(args) > float(args.disturbed)
 
     @property
     def bad(self) -> float:
@@ -781,7 +781,7 @@ def machine() -> dict[str, str]:
     import numpy
     try:
         import uvloop
-        uv = uvloop.__version__
+        uv = str(getattr(uvloop, "__version__", "?"))
     except Exception:
         uv = "?"
     return {"nproc": str(os.cpu_count()), "cpu": model, "kernel": platform.release(),
