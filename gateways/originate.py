@@ -20,11 +20,12 @@ from media.engine import MediaBridge, MediaLeg
 from signaling.dialog import Dialog, dialog_id_of_request, new_call_id, new_tag
 from signaling.errors import ParseError
 from signaling.headers import quote_string
-from signaling.message import Request, Response, make_cancel, make_response
+from signaling.message import Request, Response, make_cancel
 from signaling.transaction import ClientTransaction, ServerTransaction, new_branch
 from signaling.transport import SipTransport
 from signaling.uri import parse_sip_uri
 
+from .local_leg import answer_reoffer
 from .media_sdp import SdpSession, apply_negotiated, extract_sdp
 from .routing import Route, Target
 
@@ -299,25 +300,9 @@ class Originator:
             reply(tx, 200)
             self._finish(out, out.status, out.outcome, "bye")
         elif method in ("INVITE", "UPDATE"):
-            offer = extract_sdp(request)
-            if offer is None:
-                reply(tx, 488, "An SDP offer is required")
-                return True
-            try:
-                answer, neg = out.sdp.answer(offer, out.media.pair.rtp_port)
-            except ParseError as exc:
-                reply(tx, 488, exc.reason)
-                return True
-            apply_negotiated(out.media, neg)
-            dialog.update_target(request)
-            if neg.direction in ("sendonly", "inactive") and out.leg.state is LegState.UP:
-                out.leg.set_state(LegState.HELD, neg.direction)
-            elif neg.direction in ("sendrecv", "recvonly") and out.leg.state is LegState.HELD:
-                out.leg.set_state(LegState.UP, "resumed")
-            resp = make_response(request, 200, to_tag=tx.to_tag or None, body=answer, headers=(
-                ("Contact", f"<{self.transport.contact_uri(out.answered.target.dest, 'hub')}>"),
-                ("Content-Type", "application/sdp")))
-            self.transport.respond(tx, resp)
+            answer_reoffer(self.transport, tx, request, leg=out.leg, media=out.media,
+                           sdp=out.sdp, dialog=dialog, dest=out.answered.target.dest,
+                           reply=reply)
             out.on_change(out)
         elif method in ("INFO", "OPTIONS"):
             reply(tx, 200)

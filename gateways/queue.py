@@ -28,7 +28,8 @@ from signaling.message import Request, make_response
 from signaling.transaction import Address, ServerTransaction, new_branch
 from signaling.transport import SipTransport
 
-from .media_sdp import SdpSession, apply_negotiated, extract_sdp
+from .local_leg import answer_reoffer
+from .media_sdp import SdpSession, apply_negotiated
 
 log = logging.getLogger(__name__)
 
@@ -196,25 +197,9 @@ class DispatchQueue:
             self._reply(tx, 200)
             self._leave(entry, "bye")
         elif method in ("INVITE", "UPDATE"):
-            offer = extract_sdp(request)
-            if offer is None:
-                self._reply(tx, 488, "An SDP offer is required")
-                return True
-            try:
-                answer, neg = entry.sdp.answer(offer, entry.media_leg.pair.rtp_port)
-            except ParseError as exc:
-                self._reply(tx, 488, exc.reason)
-                return True
-            apply_negotiated(entry.media_leg, neg)
-            entry.dialog.update_target(request)
-            if neg.direction in ("sendonly", "inactive") and entry.leg.state is LegState.UP:
-                entry.leg.set_state(LegState.HELD, neg.direction)
-            elif neg.direction in ("sendrecv", "recvonly") and entry.leg.state is LegState.HELD:
-                entry.leg.set_state(LegState.UP, "resumed")
-            resp = make_response(request, 200, to_tag=tx.to_tag, body=answer, headers=(
-                ("Contact", f"<{self.transport.contact_uri(entry.dest, 'hub')}>"),
-                ("Content-Type", "application/sdp")))
-            self.transport.respond(tx, resp)
+            answer_reoffer(self.transport, tx, request, leg=entry.leg, media=entry.media_leg,
+                           sdp=entry.sdp, dialog=entry.dialog, dest=entry.dest,
+                           reply=self._reply)
         elif method in ("INFO", "OPTIONS"):
             self._reply(tx, 200)
         else:

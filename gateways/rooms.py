@@ -29,7 +29,8 @@ from signaling.message import Request, make_response
 from signaling.transaction import Address, ServerTransaction, new_branch
 from signaling.transport import SipTransport
 
-from .media_sdp import SdpSession, apply_negotiated, extract_sdp
+from .local_leg import answer_reoffer
+from .media_sdp import SdpSession, apply_negotiated
 
 log = logging.getLogger(__name__)
 
@@ -227,25 +228,9 @@ class RoomManager:
             self._reply(tx, 200)
             self._leave(member, "bye")
         elif method in ("INVITE", "UPDATE"):
-            offer = extract_sdp(request)
-            if offer is None:
-                self._reply(tx, 488, "An SDP offer is required")
-                return True
-            try:
-                answer, neg = member.sdp.answer(offer, member.media.pair.rtp_port)
-            except ParseError as exc:
-                self._reply(tx, 488, exc.reason)
-                return True
-            apply_negotiated(member.media, neg)
-            member.dialog.update_target(request)
-            if neg.direction in ("sendonly", "inactive") and member.leg.state is LegState.UP:
-                member.leg.set_state(LegState.HELD, neg.direction)
-            elif neg.direction in ("sendrecv", "recvonly") and member.leg.state is LegState.HELD:
-                member.leg.set_state(LegState.UP, "resumed")
-            resp = make_response(request, 200, to_tag=tx.to_tag, body=answer, headers=(
-                ("Contact", f"<{self.transport.contact_uri(member.dest, 'hub')}>"),
-                ("Content-Type", "application/sdp")))
-            self.transport.respond(tx, resp)
+            answer_reoffer(self.transport, tx, request, leg=member.leg, media=member.media,
+                           sdp=member.sdp, dialog=member.dialog, dest=member.dest,
+                           reply=self._reply)
         elif method in ("INFO", "OPTIONS"):
             self._reply(tx, 200)
         else:
