@@ -8,6 +8,7 @@ action the call's state does not allow (a leg not answered yet, a call that ende
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.routing import BaseRoute
@@ -48,7 +49,10 @@ NEW_CALL: dict[str, Any] = {
                     "items": {"type": "string", "minLength": 1, "maxLength": 64},
                     "description": "Directory names, SIP user names or numbers"},
         "mode": {"type": "string", "enum": list(MODES), "default": "group"},
-        "record": {"type": "boolean", "default": False}}}
+        "record": {"type": "boolean", "default": False},
+        "incident_id": {"type": "integer", "minimum": 1,
+                        "description": "Attach the call to this incident: its legs' outcomes "
+                                       "and its recording go to the incident's timeline"}}}
 _SDP = {"type": "string", "minLength": 1, "maxLength": 65536,
         "description": "The browser's WebRTC offer (Opus audio); the answer comes back"}
 JOIN: dict[str, Any] = {
@@ -74,7 +78,16 @@ RECORDING: dict[str, Any] = {
     "properties": {"on": {"type": "boolean"}}}
 
 
-def calls_routes(api: Api, calls: CallService) -> list[BaseRoute]:
+def calls_routes(api: Api, calls: CallService,
+                 incident_exists: Callable[[int], bool] | None = None) -> list[BaseRoute]:
+    def incident_of(body: dict[str, Any]) -> int | None:
+        incident_id = body.get("incident_id")
+        if incident_id is None:
+            return None
+        if incident_exists is None or not incident_exists(incident_id):
+            raise ApiError(422, "invalid-input", f"incident_id: no incident {incident_id}")
+        return int(incident_id)
+
     async def list_calls(call: ApiCall) -> Any:
         return calls.list()
 
@@ -82,7 +95,8 @@ def calls_routes(api: Api, calls: CallService) -> list[BaseRoute]:
         body = call.body
         created = calls.create(list(body["targets"]), body.get("mode", "group"),
                                record=bool(body.get("record", False)),
-                               operator=call.operator.operator)
+                               operator=call.operator.operator,
+                               incident_id=incident_of(body))
         call.status = 201
         call.headers["location"] = f"/api/calls/{created.id}"
         call.target = created.id
@@ -90,9 +104,11 @@ def calls_routes(api: Api, calls: CallService) -> list[BaseRoute]:
 
     async def create_browser_call(call: ApiCall) -> Any:
         body = call.body
+        incident_id = incident_of(body)
         created, leg, answer = await calls.create_from_browser(
             list(body["targets"]), body["sdp"], body.get("mode", "single"),
             record=bool(body.get("record", False)), operator=call.operator.operator)
+        created.incident_id = incident_id
         call.status = 201
         call.headers["location"] = f"/api/calls/{created.id}"
         call.target = created.id

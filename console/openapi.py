@@ -8,6 +8,7 @@ description; error responses share the ``Error`` schema.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +61,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.action is not None:
         doc["x-hub-audit-action"] = op.action
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True,
+         "schema": {"type": "integer" if f"{{{name}:int}}" in op.path else "string"}}
         for name in op.path_params
     ]
     parameters += [
@@ -103,7 +105,9 @@ def build_openapi(operations: Sequence[Operation], *, title: str, version: str) 
                                    "security": [{"bearerAuth": []}, {"cookieAuth": []},
                                                 {"tokenQuery": []}]}
         else:
-            paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+            # Starlette's converters ({id:int}) are not part of an OpenAPI path template.
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", op.path)
+            paths.setdefault(path, {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.0.3",
         "info": {

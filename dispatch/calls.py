@@ -169,7 +169,7 @@ class DispatchCall:
     created: float = field(default_factory=time.time)
     ended: float | None = None
     recording_id: str | None = None
-    incident_id: str | None = None
+    incident_id: int | None = None
     queue: list[str] = field(default_factory=list)
     """Roll call: members not called yet."""
     current: DispatchLeg | None = None
@@ -182,6 +182,9 @@ class DispatchCall:
     """A queued call: the caller's queue entry."""
     locked: bool = False
     """Locked: no member may be added (a room admits no new caller)."""
+    confirm: bool = False
+    """Every member who answers hears two beeps and confirms with ``1`` (a plan's
+    responders); ``confirmed`` says who did."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -200,6 +203,7 @@ class DispatchCall:
             "talking": sorted(self.media.talking),
             "answered_by": self.answered_by,
             "locked": self.locked,
+            "confirm": self.confirm,
         }
 
 
@@ -230,10 +234,41 @@ class CallService:
 
     # -- creating ------------------------------------------------------------------------------
     def create(self, targets: list[str], mode: str = "group", *, record: bool = False,
-               operator: str | None = None, rate: int = 8000) -> DispatchCall:
+               operator: str | None = None, rate: int = 8000,
+               incident_id: int | None = None) -> DispatchCall:
+        """Open a call and dial its targets; ``incident_id`` attaches it to an incident
+        (its legs' outcomes and its recording then go to the incident's timeline)."""
         call = self._open(targets, mode, record=record, operator=operator, rate=rate)
+        call.incident_id = incident_id
         self._start(call)
         return call
+
+    def open(self, mode: str = "group", *, record: bool = False, operator: str | None = None,
+             rate: int = 8000, incident_id: int | None = None,
+             confirm: bool = False) -> DispatchCall:
+        """A call with its bridge and nobody dialled yet: members come with
+        ``dial_member`` (a plan's response room, filled role by role)."""
+        call = self._open([], mode, record=record, operator=operator, rate=rate,
+                          allow_empty=True)
+        call.incident_id = incident_id
+        call.confirm = confirm
+        self._changed(call)
+        return call
+
+    def dial_member(self, call: DispatchCall, target: str) -> DispatchLeg:
+        """Dial one more member into ``call`` on their endpoints in order. Unlike
+        ``add_member`` nothing is refused: a target nobody can reach comes back at once
+        as an ended leg with its outcome (the caller decides what happens next)."""
+        if call.ended is not None:
+            raise CallConflict(f"call {call.id} has ended")
+        if target not in call.targets:
+            call.targets.append(target)
+        return self._dial(call, target, auto_answer=call.mode == "broadcast")
+
+    def hang_up_member(self, call: DispatchCall, dleg: DispatchLeg, reason: str) -> None:
+        """Release one member's leg (ringing or answered)."""
+        if dleg.out is not None and not dleg.out.ended:
+            self.gateway.originator.hang_up(dleg.out, reason)
 
     async def create_from_browser(self, targets: list[str], offer_sdp: str,
                                   mode: str = "single", *, record: bool = False,
@@ -260,12 +295,12 @@ class CallService:
         return call, dleg, answer
 
     def _open(self, targets: list[str], mode: str, *, record: bool, operator: str | None,
-              rate: int) -> DispatchCall:
+              rate: int, allow_empty: bool = False) -> DispatchCall:
         """A validated call with its bridges, nobody dialled yet."""
         if mode not in MODES:
             raise CallInvalid(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         names = [t.strip() for t in targets if isinstance(t, str) and t.strip()]
-        if not names or len(names) != len(targets):
+        if (not names and not allow_empty) or len(names) != len(targets):
             raise CallInvalid("targets must be a non-empty list of names or numbers")
         if len(set(names)) != len(names):
             raise CallInvalid("targets must not repeat")
@@ -348,6 +383,9 @@ class CallService:
             dleg.replaces = []
             if call.mode == "rollcall" and call.current is dleg and dleg.confirmed is None:
                 self._prompt_confirm(call, dleg)
+            elif (call.confirm and dleg.relation is Relation.MEMBER
+                  and dleg.confirmed is None):
+                self._play_prompt(call, dleg)
         if out.ended and call.mode == "rollcall" and call.current is dleg:
             if dleg.confirmed is None and out.outcome is Outcome.ANSWERED:
                 dleg.confirmed = False
@@ -387,11 +425,16 @@ class CallService:
             log.info("%s: roll call done", call.id)
             self._changed(call)
 
-    def _prompt_confirm(self, call: DispatchCall, dleg: DispatchLeg) -> None:
+    @staticmethod
+    def _play_prompt(call: DispatchCall, dleg: DispatchLeg) -> None:
+        """Two beeps: press 1 to confirm."""
         rate = call.media.rate
         beeps = np.concatenate([tone(880.0, 150, rate), silence(120, rate),
                                 tone(880.0, 150, rate)])
         call.media.play(beeps, leg_id=dleg.id)
+
+    def _prompt_confirm(self, call: DispatchCall, dleg: DispatchLeg) -> None:
+        self._play_prompt(call, dleg)
         call.confirm_timer = asyncio.get_running_loop().call_later(
             ROLLCALL_CONFIRM_S, self._confirm_timeout, call, dleg)
 
@@ -415,6 +458,10 @@ class CallService:
                 log.info("%s: %s confirmed", call.id, dleg.target)
                 self._changed(call)
                 self._next_rollcall(call)
+            elif call.confirm and event.digit == "1" and dleg.confirmed is not True:
+                dleg.confirmed = True
+                log.info("%s: %s confirmed", call.id, dleg.target)
+                self._changed(call)
         elif isinstance(event, LegTimedOut) and dleg.out is not None:
             self.gateway.originator.hang_up(dleg.out, "rtp timeout")
         elif isinstance(event, LegTimedOut) and dleg.browser is not None and self.webrtc:
@@ -495,7 +542,8 @@ class CallService:
         call = self.calls.get(queue_id)
         if call is None or call.ended is not None:
             call = DispatchCall(queue_id, "queue", [entry.caller], entry.bridge, entry.media,
-                                operator, False, entry=entry)
+                                operator, entry.recording_id is not None, entry=entry,
+                                recording_id=entry.recording_id, incident_id=entry.incident_id)
             call.legs[entry.leg.id] = DispatchLeg(entry.caller, None, local=entry.leg)
             self.calls[queue_id] = call
             self._by_bridge[entry.bridge.id] = call
@@ -546,6 +594,36 @@ class CallService:
         self._by_bridge.pop(call.bridge.id, None)
         self.bus.publish(CallEnded(call_id=call.id, reason=f"caller left: {reason}"))
         self._changed(call)
+
+    # -- incidents -------------------------------------------------------------------------------
+    def facts(self, call_id: str) -> dict[str, Any] | None:
+        """Who called, since when and the recording, for an incident made from a call:
+        a queued caller (``Q1``), a dispatch call (``D3``) or a SIP call."""
+        entry = self.gateway.queue.entries.get(call_id)
+        if entry is not None:
+            return {"call_id": call_id, "caller": entry.caller, "started_at": entry.since,
+                    "recording_id": entry.recording_id}
+        call = self.calls.get(call_id)
+        if call is not None:
+            caller = call.entry.caller if call.entry is not None else ", ".join(call.targets)
+            return {"call_id": call_id, "caller": caller or None, "started_at": call.created,
+                    "recording_id": call.recording_id}
+        sip_call = self.gateway.calls.get(call_id)
+        if sip_call is not None and not sip_call.ended:
+            started = time.time() - (time.monotonic() - sip_call.created)
+            return {"call_id": call_id, "caller": sip_call.caller, "started_at": started,
+                    "recording_id": None}
+        return None
+
+    def attach_incident(self, call_id: str, incident_id: int) -> None:
+        """From now on the call carries the incident's id (its changes reach the timeline)."""
+        entry = self.gateway.queue.entries.get(call_id)
+        if entry is not None:
+            entry.incident_id = incident_id
+        call = self.calls.get(call_id)
+        if call is not None:
+            call.incident_id = incident_id
+            self._changed(call)
 
     # -- transfer ------------------------------------------------------------------------------
     def transfer(self, call_id: str, leg_id: str, target: str, *,

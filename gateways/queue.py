@@ -62,20 +62,28 @@ class QueueEntry:
     tone: Player | None = None
     on_end: Callable[[QueueEntry, str], None] | None = None
     """Told once the caller is gone (the dispatch call that picked it up ends too)."""
+    recording_id: str | None = None
+    """Every call to the dispatch number is recorded from the moment it is answered."""
+    incident_id: int | None = None
+    """The incident made from this call, if any (the dispatch call that picks it up
+    carries it on)."""
 
     def as_dict(self, position: int | None) -> dict[str, Any]:
         return {"queue_id": self.id, "position": position, "caller": self.caller,
                 "caller_display": self.caller_display, "since": self.since,
                 "state": self.state, "answered_by": self.answered_by,
-                "leg_id": self.leg.id, "bridge_id": self.bridge.id}
+                "leg_id": self.leg.id, "bridge_id": self.bridge.id,
+                "recording_id": self.recording_id, "incident_id": self.incident_id}
 
 
 class DispatchQueue:
     """Every call to the dispatch number, from answer to hang-up."""
 
     def __init__(self, *, transport: SipTransport, engine: MediaEngine, bus: EventBus,
-                 on_close: Callable[[MediaBridge, str], None] | None = None) -> None:
+                 on_close: Callable[[MediaBridge, str], None] | None = None,
+                 recorder_factory: Callable[[str, int], object] | None = None) -> None:
         self.transport = transport
+        self.recorder_factory = recorder_factory
         self.engine = engine
         self.bus = bus
         self.on_close = on_close
@@ -119,6 +127,14 @@ class DispatchQueue:
         dialog = Dialog.from_uas(request, tx.to_tag)
         entry = QueueEntry(f"Q{next(self._ids)}", caller, caller_display, bridge, media, leg,
                            media_leg, sdp, dialog, tx.source, tx)
+        if self.recorder_factory is not None:
+            try:
+                recorder = self.recorder_factory(bridge.id, rate)
+            except Exception:
+                log.exception("queue: cannot record %s's call", caller)
+            else:
+                media.recorder = recorder  # type: ignore[assignment]
+                entry.recording_id = getattr(recorder, "recording_id", None)
         self.entries[entry.id] = entry
         self._by_bridge[bridge.id] = entry
         self._dialogs[(dialog.call_id, dialog.local_tag, dialog.remote_tag)] = entry

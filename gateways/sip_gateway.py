@@ -171,7 +171,8 @@ class SipGateway:
                                  recorder_factory=recorder_factory)
         self.rooms.on_close = self.originator.hang_up_bridge
         self.queue = DispatchQueue(transport=transport, engine=engine, bus=bus,
-                                   on_close=self.originator.hang_up_bridge)
+                                   on_close=self.originator.hang_up_bridge,
+                                   recorder_factory=recorder_factory)
         self.calls: dict[str, Call] = {}
         self._by_bridge: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str, str], tuple[Call, str]] = {}

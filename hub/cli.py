@@ -11,6 +11,7 @@ Exit codes: 0 success, 1 failure (no such user, already exists, database busy),
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import time
@@ -180,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ring-timeout", type=float, default=60.0, metavar="SECONDS",
         help="how long a call rings before the caller gets 480 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--database", default=os.environ.get("HUB_DATABASE_URL"), metavar="URL",
+        help="incidents, plans and resources: postgresql://USER@HOST/DB or sqlite:///PATH "
+        "(default: $HUB_DATABASE_URL, else DATA_DIR/incidents.sqlite3)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -452,6 +458,7 @@ def _serve(args: argparse.Namespace) -> int:
                                   if a.strip()),
             ring_timeout=args.ring_timeout,
             recording_segment_seconds=args.recording_segment_seconds,
+            database_url=args.database or None,
         )
     except ConfigError as exc:
         raise _UsageError(f"hub serve: error: {exc}", EXIT_USAGE) from None

@@ -58,6 +58,9 @@ class ServeConfig:
     recording_segment_seconds: float = 60.0
     """Length of a recording's segment files: a kill loses at most the open segment's
     last second, and every closed segment is a complete file."""
+    database_url: str | None = None
+    """Where incidents, plans and resources live: ``postgresql://user@host/db`` or
+    ``sqlite:///path``; None is the embedded default, ``DATA_DIR/incidents.sqlite3``."""
 
     def __post_init__(self) -> None:
         if not self.bind:

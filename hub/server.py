@@ -26,12 +26,16 @@ from console.app import create_app
 from console.auth import AuthService
 from console.calls_api import calls_routes
 from console.http import HttpServer, start_http
+from console.incidents_api import incidents_routes
 from console.page import page_routes
 from console.queue_api import queue_routes
 from console.recordings_api import recordings_routes
 from dispatch.audit import AuditLog
 from dispatch.calls import CallService
 from dispatch.directory import DirectoryService
+from dispatch.incidents import CallFacts, IncidentService
+from dispatch.plans import PlanService
+from dispatch.response import ResponseService
 from gateways.rooms import recorder_factory
 from gateways.security import AuthThrottle
 from gateways.sip_gateway import SipGateway
@@ -44,6 +48,7 @@ from signaling.digest import DigestServer
 from signaling.registrar import Registrar
 from signaling.stack import SipEndpoint
 from signaling.transport import SipTransport
+from storage.sql import Database, open_database
 
 from . import __version__
 from .config import ServeConfig
@@ -93,6 +98,11 @@ class Hub:
     auth: AuthService
     """Console operators and their sessions."""
     audit: AuditLog
+    db: Database
+    """Incidents, plans, responses and resources (SQLite by default, or PostgreSQL)."""
+    incidents: IncidentService
+    plans: PlanService
+    responses: ResponseService
     webrtc: WebRtcSessions | None = None
     """Browsers' WebRTC legs (ICE candidates on the media address)."""
     stopped: bool = False
@@ -117,6 +127,7 @@ class Hub:
         if self.stopped:
             return
         self.stopped = True
+        self.responses.shutdown()
         self.calls.shutdown()
         await self.gateway.shutdown()
         await asyncio.sleep(0.2)
@@ -130,6 +141,7 @@ class Hub:
         await asyncio.to_thread(self.disk.close, 30.0)
         self.recordings.close()
         self.directory.close()
+        self.db.close()
         self.store.close()
 
 
@@ -164,6 +176,11 @@ async def start(config: ServeConfig) -> Hub:
     audit = AuditLog(store)
     auth = AuthService(store)
     directory = DirectoryService(store, bus=bus, legs=lambda: _live_legs(gateway, calls))
+    db = open_database(config.database_url, default_path=config.data_dir / "incidents.sqlite3")
+    incidents = IncidentService(db, bus, call_facts=lambda call_id: _call_facts(calls, call_id),
+                                attach_call=calls.attach_incident)
+    plans = PlanService(db, person_exists=lambda name: person_exists(directory, store, name))
+    responses = ResponseService(db, incidents, plans, calls, bus)
     engine.on_event = gateway.on_media_event
     endpoint.request_filter = gateway.request_filter
     transport.handler = gateway.handle
@@ -180,10 +197,13 @@ async def start(config: ServeConfig) -> Hub:
         app = create_app(_HealthProxy(hub_ref), version=__version__, auth=auth, audit=audit,
                          directory=directory, users=store, bus=bus,
                          snapshot={"calls": calls.list, "rooms": gateway.rooms.snapshot,
-                                   "queue": calls.queue_list},
+                                   "queue": calls.queue_list,
+                                   "incidents": lambda: incidents.find(active=True)},
                          features=[lambda api: queue_routes(api, calls),
-                                   lambda api: calls_routes(api, calls),
-                                   lambda api: recordings_routes(api, recordings)],
+                                   lambda api: calls_routes(api, calls, incidents.exists),
+                                   lambda api: recordings_routes(api, recordings),
+                                   lambda api: incidents_routes(api, incidents, plans,
+                                                                responses)],
                          extra_routes=page_routes())
         http = await start_http(app, config.bind, config.http_port)
         directory.start()
@@ -193,13 +213,32 @@ async def start(config: ServeConfig) -> Hub:
         engine.close()
         disk.close(5.0)
         recordings.close()
+        db.close()
         store.close()
         raise
     hub = Hub(config, store, bus, endpoint, transport, engine, gateway, http, addresses,
               time.time(), recordings, disk, calls, directory=directory, auth=auth, audit=audit,
-              webrtc=webrtc)
+              db=db, incidents=incidents, plans=plans, responses=responses, webrtc=webrtc)
     hub_ref.append(hub)
     return hub
+
+
+def _call_facts(calls: CallService, call_id: str) -> CallFacts | None:
+    facts = calls.facts(call_id)
+    return CallFacts(**facts) if facts is not None else None
+
+
+def person_exists(directory: DirectoryService, store: Store, name: str) -> bool:
+    """A plan's person: a directory person (by name or id) or a SIP user."""
+    if store.get_user(name) is not None:
+        return True
+    if name.startswith("user:") or (name[:1] == "p" and name[1:].isdigit()):
+        try:
+            directory.get_person(name)
+            return True
+        except Exception:
+            return False
+    return any(p.name == name for p in directory.list_people())
 
 
 def _live_legs(gateway: SipGateway, calls: CallService) -> Iterator[Leg]:
