@@ -262,12 +262,12 @@ class IncidentService:
             raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}")
         default_title = f"来电 {facts.caller}" if facts and facts.caller else None
         title = clean_text(fields.get("title") or default_title, "title", 200, required=True)
-        if "type" in fields or facts is None:
-            kind = taxonomy.incident_type(fields.get("type"))
-        else:
-            kind = taxonomy.TYPES["other"]
-        level = taxonomy.level(fields["level"]) if "level" in fields or facts is None \
-            else 4
+        for required in ("type", "level"):
+            if required not in fields and facts is None:
+                raise InvalidInput(f"{required} is required (for an incident made by hand)")
+        kind = taxonomy.incident_type(fields["type"]) if "type" in fields \
+            else taxonomy.TYPES["other"]
+        level = taxonomy.level(fields["level"]) if "level" in fields else 4
         status = fields.get("status", "reported")
         if status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
