@@ -19,10 +19,10 @@ SIP_PORT ?= 5060
 HTTP_PORT ?= 8080
 HUB_ARGS ?=
 PYTEST_ARGS ?=
-LINT_PACKAGES := signaling media bridges gateways dispatch console recordings hub
+LINT_PACKAGES := signaling media bridges gateways dispatch console recordings hub storage
 
 DEB_PACKAGES := python3-venv python3-dev build-essential baresip sip-tester ffmpeg sox iproute2 \
-  chromium fonts-wqy-microhei openssl
+  chromium fonts-wqy-microhei openssl postgresql
 # Root runs apt-get itself; anyone else goes through sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

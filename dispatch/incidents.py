@@ -502,12 +502,22 @@ class IncidentService:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = self.db.query(sql, params)
+        rows = self.db.query_tuples(sql, params)
         dumps = json.dumps
-        # The stored data is already JSON: spliced in as it is.
-        return "[" + ",".join(
-            f'{{"id":{r["id"]},"at":{r["at"]!r},"kind":{dumps(r["kind"])},'
-            f'"actor":{dumps(r["actor"])},"data":{r["data"]}}}' for r in rows) + "]"
+        # The stored data is already JSON: spliced in as it is. Kinds and actors repeat
+        # (a few dozen distinct values), so each is encoded once.
+        kinds: dict[str, str] = {}
+        actors: dict[str | None, str] = {}
+        parts = []
+        for entry_id, at, kind, actor, data in rows:
+            k = kinds.get(kind)
+            if k is None:
+                k = kinds[kind] = dumps(kind)
+            a = actors.get(actor)
+            if a is None:
+                a = actors[actor] = dumps(actor)
+            parts.append(f'{{"id":{entry_id},"at":{at!r},"kind":{k},"actor":{a},"data":{data}}}')
+        return "[" + ",".join(parts) + "]"
 
     def recordings(self, incident_id: int) -> list[dict[str, Any]]:
         return self.db.query("SELECT recording_id, call_id, started_at FROM incident_recordings"
