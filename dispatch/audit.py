@@ -69,6 +69,9 @@ class AuditLog:
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self._clock = clock
+        self.listeners: list[Callable[[AuditEntry], None]] = []
+        """Told of every entry once written (an incident's timeline takes the actions
+        on its calls)."""
 
     def record(
         self,
@@ -97,9 +100,15 @@ class AuditLog:
                 " source, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
             entry_id = int(cursor.lastrowid or 0)
         log.info("audit #%d %s %s %s -> %s", entry_id, operator, action, target or "-", result)
-        return AuditEntry(entry_id, at, values[1] or "", role, values[3] or "", values[4],
-                          values[5] or "", status, values[7],
-                          None if text is None else json.loads(text))
+        entry = AuditEntry(entry_id, at, values[1] or "", role, values[3] or "", values[4],
+                           values[5] or "", status, values[7],
+                           None if text is None else json.loads(text))
+        for listener in list(self.listeners):
+            try:
+                listener(entry)
+            except Exception:
+                log.exception("audit listener failed on #%d", entry_id)
+        return entry
 
     def entries(
         self,

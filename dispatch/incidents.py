@@ -529,6 +529,17 @@ class IncidentService:
             "SELECT call_id FROM incident_calls WHERE incident_id = ? ORDER BY attached_at",
             (incident_id,))]
 
+    def on_audit(self, entry: Any) -> None:
+        """A dispatcher's action on one of an incident's calls goes to its timeline too
+        (``entry`` is a ``dispatch.audit.AuditEntry``)."""
+        target = entry.target or ""
+        incident_id = self._calls.get(target.split("/", 1)[0])
+        if incident_id is None or not entry.action.startswith(("call.", "queue.")):
+            return
+        self._safe_record(incident_id, "action", {
+            "action": entry.action, "target": target, "result": entry.result,
+            "status": entry.status}, actor=entry.operator)
+
     # -- following calls ---------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
         # Local import: calls imports gateways (heavy); this module is used without them.
@@ -544,9 +555,10 @@ class IncidentService:
                 self._safe_record(incident_id, "call.ended",
                                   {"call_id": event.call_id, "reason": event.reason})
 
-    def _safe_record(self, incident_id: int, kind: str, data: dict[str, Any]) -> None:
+    def _safe_record(self, incident_id: int, kind: str, data: dict[str, Any], *,
+                     actor: str | None = None) -> None:
         try:
-            self.record(incident_id, kind, data)
+            self.record(incident_id, kind, data, actor=actor)
         except Exception:
             log.exception("incident %s: cannot record %s", incident_id, kind)
 

@@ -181,6 +181,7 @@ async def start(config: ServeConfig) -> Hub:
                                 attach_call=calls.attach_incident)
     plans = PlanService(db, person_exists=lambda name: person_exists(directory, store, name))
     responses = ResponseService(db, incidents, plans, calls, bus)
+    audit.listeners.append(incidents.on_audit)
     engine.on_event = gateway.on_media_event
     endpoint.request_filter = gateway.request_filter
     transport.handler = gateway.handle

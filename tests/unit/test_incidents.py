@@ -203,3 +203,22 @@ def test_bad_plans_are_refused_whole(database: Database, change: dict[str, Any],
         plans.create({**PLAN, **change})
     assert message in str(info.value)
     assert database.query("SELECT COUNT(*) AS n FROM plans")[0]["n"] == 0
+
+
+def test_dispatcher_actions_on_an_incidents_calls_reach_its_timeline(database: Database) -> None:
+    from dispatch.audit import AuditEntry
+
+    bus = EventBus()
+    incidents = _service(database, bus)
+    created = incidents.create(FIRE)
+    bus.publish(CallChanged(call={"id": "D3", "incident_id": created["id"], "legs": []}))
+
+    def entry(action: str, target: str) -> AuditEntry:
+        return AuditEntry(1, 1.0, "op", "dispatcher", action, target, "ok", 200, None, None)
+
+    incidents.on_audit(entry("call.leg.mute", "D3/L9"))
+    incidents.on_audit(entry("call.leg.mute", "D4/L1"))  # another call: not this incident's
+    incidents.on_audit(entry("directory.person.create", "D3"))  # not a call action
+    actions = [e for e in incidents.timeline(created["id"]) if e["kind"] == "action"]
+    assert [(a["actor"], a["data"]["action"], a["data"]["target"]) for a in actions] == [
+        ("op", "call.leg.mute", "D3/L9")]
