@@ -8,12 +8,43 @@ incident ends the response and sends the closing notice.
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import pytest_asyncio
 
-from hub.server import Hub
+from hub.config import ServeConfig
+from hub.server import Hub, start
 from tests.peers import scaled
+from tests.pg import PostgresServer
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgresql"])
+async def any_hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Hub]:
+    """The hub on its embedded SQLite, and on PostgreSQL (``hub serve --database``)."""
+    async def run(url: str | None) -> AsyncIterator[Hub]:
+        running = await start(ServeConfig(data_dir=tmp_path / "hubdata", bind="127.0.0.1",
+                                          sip_port=0, http_port=0, rtp_ports=(20000, 24999),
+                                          database_url=url))
+        for name in ("alice", "bob", "carol", "dave", "erin"):
+            running.store.add_user(name, f"pw-{name}", display_name=name.title())
+        try:
+            assert running.db.dialect == ("postgresql" if url else "sqlite")
+            yield running
+        finally:
+            await running.stop()
+
+    if request.param == "sqlite":
+        async for running in run(None):
+            yield running
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    with server.fresh_database() as url:
+        async for running in run(url):
+            yield running
 
 
 async def _token(client: httpx.AsyncClient, hub: Hub, role: str) -> dict[str, str]:
@@ -38,7 +69,8 @@ def _states(response: dict[str, Any]) -> dict[str, str]:
     return {r["person"]: r["state"] for r in response["responders"]}
 
 
-async def test_level_changes_mobilise_and_stand_down(hub: Hub) -> None:
+async def test_level_changes_mobilise_and_stand_down(any_hub: Hub) -> None:
+    hub = any_hub
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
         disp = await _token(client, hub, "dispatcher")
         sup = await _token(client, hub, "supervisor")
