@@ -157,12 +157,16 @@ PATCH_PLAN: dict[str, Any] = {"type": "object", "additionalProperties": False,
 PLAN: dict[str, Any] = {"type": "object", "properties": {
     "id": {"type": "integer"}, **PLAN_FIELDS, "level": {"type": "integer"}}}
 
-EvidenceBuilder = Callable[[int, Path], Any]
+EvidenceCollector = Callable[[int], Any]
+"""Reads what goes in an incident's review pack (on the loop: the database is not shared
+between threads)."""
+EvidenceWriter = Callable[[Any, Path], Any]
+"""Writes the pack from those facts: recordings exported, zip built (in a worker thread)."""
 
 
 def incidents_routes(api: Api, incidents: IncidentService, plans: PlanService,
                      responses: ResponseService, *,
-                     evidence: EvidenceBuilder | None = None,
+                     evidence: tuple[EvidenceCollector, EvidenceWriter] | None = None,
                      dispatches: Callable[[int], list[dict[str, Any]]] | None = None,
                      ) -> list[BaseRoute]:
     def incident_id(call: ApiCall) -> int:
@@ -257,15 +261,22 @@ def incidents_routes(api: Api, incidents: IncidentService, plans: PlanService,
     async def evidence_pack(call: ApiCall) -> Any:
         value = incident_id(call)
         assert evidence is not None
+        collect, write = evidence
+        facts = collect(value)
         folder = Path(tempfile.mkdtemp(prefix="hub-evidence-"))
         out = folder / f"incident-{value}-evidence.zip"
-        await asyncio.to_thread(evidence, value, out)
-        incidents.record(value, "evidence.exported", {"file": out.name},
-                         actor=call.operator.operator)
 
         def cleanup() -> None:
             out.unlink(missing_ok=True)
             folder.rmdir()
+
+        try:
+            await asyncio.to_thread(write, facts, out)
+        except BaseException:
+            cleanup()
+            raise
+        incidents.record(value, "evidence.exported", {"file": out.name},
+                         actor=call.operator.operator)
 
         return FileResponse(out, media_type="application/zip", filename=out.name,
                             background=BackgroundTask(cleanup))

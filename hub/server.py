@@ -33,6 +33,7 @@ from console.recordings_api import recordings_routes
 from dispatch.audit import AuditLog
 from dispatch.calls import CallService
 from dispatch.directory import DirectoryService
+from dispatch.evidence import collect_evidence, write_evidence_pack
 from dispatch.incidents import CallFacts, IncidentService
 from dispatch.plans import PlanService
 from dispatch.response import ResponseService
@@ -203,8 +204,13 @@ async def start(config: ServeConfig) -> Hub:
                          features=[lambda api: queue_routes(api, calls),
                                    lambda api: calls_routes(api, calls, incidents.exists),
                                    lambda api: recordings_routes(api, recordings),
-                                   lambda api: incidents_routes(api, incidents, plans,
-                                                                responses)],
+                                   lambda api: incidents_routes(
+                                       api, incidents, plans, responses, evidence=(
+                                           lambda incident_id: collect_evidence(
+                                               incident_id, incidents=incidents,
+                                               responses=responses),
+                                           lambda facts, out: write_evidence_pack(
+                                               facts, out, recordings=recordings)))],
                          extra_routes=page_routes())
         http = await start_http(app, config.bind, config.http_port)
         directory.start()
