@@ -27,6 +27,7 @@ from console.auth import AuthService
 from console.calls_api import calls_routes
 from console.http import HttpServer, start_http
 from console.incidents_api import incidents_routes
+from console.resources_api import resources_routes
 from console.page import page_routes
 from console.queue_api import queue_routes
 from console.recordings_api import recordings_routes
@@ -36,6 +37,7 @@ from dispatch.directory import DirectoryService
 from dispatch.evidence import collect_evidence, write_evidence_pack
 from dispatch.incidents import CallFacts, IncidentService
 from dispatch.plans import PlanService
+from dispatch.resources import ResourceService
 from dispatch.response import ResponseService
 from gateways.rooms import recorder_factory
 from gateways.security import AuthThrottle
@@ -104,6 +106,7 @@ class Hub:
     incidents: IncidentService
     plans: PlanService
     responses: ResponseService
+    resources: ResourceService
     webrtc: WebRtcSessions | None = None
     """Browsers' WebRTC legs (ICE candidates on the media address)."""
     stopped: bool = False
@@ -182,6 +185,7 @@ async def start(config: ServeConfig) -> Hub:
                                 attach_call=calls.attach_incident)
     plans = PlanService(db, person_exists=lambda name: person_exists(directory, store, name))
     responses = ResponseService(db, incidents, plans, calls, bus)
+    resources = ResourceService(db, incidents)
     audit.listeners.append(incidents.on_audit)
     engine.on_event = gateway.on_media_event
     endpoint.request_filter = gateway.request_filter
@@ -204,13 +208,17 @@ async def start(config: ServeConfig) -> Hub:
                          features=[lambda api: queue_routes(api, calls),
                                    lambda api: calls_routes(api, calls, incidents.exists),
                                    lambda api: recordings_routes(api, recordings),
+                                   lambda api: resources_routes(api, resources, calls),
                                    lambda api: incidents_routes(
                                        api, incidents, plans, responses, evidence=(
                                            lambda incident_id: collect_evidence(
                                                incident_id, incidents=incidents,
-                                               responses=responses),
+                                               responses=responses, resources=resources),
                                            lambda facts, out: write_evidence_pack(
-                                               facts, out, recordings=recordings)))],
+                                               facts, out, recordings=recordings)),
+                                       dispatches=lambda incident_id: [
+                                           d.as_dict() for d in resources.dispatches(
+                                               incident_id)])],
                          extra_routes=page_routes())
         http = await start_http(app, config.bind, config.http_port)
         directory.start()
@@ -225,7 +233,8 @@ async def start(config: ServeConfig) -> Hub:
         raise
     hub = Hub(config, store, bus, endpoint, transport, engine, gateway, http, addresses,
               time.time(), recordings, disk, calls, directory=directory, auth=auth, audit=audit,
-              db=db, incidents=incidents, plans=plans, responses=responses, webrtc=webrtc)
+              db=db, incidents=incidents, plans=plans, responses=responses,
+              resources=resources, webrtc=webrtc)
     hub_ref.append(hub)
     return hub
 

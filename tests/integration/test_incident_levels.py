@@ -140,3 +140,56 @@ async def test_level_changes_mobilise_and_stand_down(any_hub: Hub) -> None:
         assert ("incident.activate", "op-dispatcher", "ok") in audited
         assert ("incident.update", "op-dispatcher", "ok") in audited
         assert ("plan.create", "op-dispatcher", "forbidden") in audited
+
+
+async def test_resources_nearest_dispatch_and_call_a_contact(any_hub: Hub) -> None:
+    hub = any_hub
+    async with httpx.AsyncClient(base_url=hub.http.url) as client:
+        disp = await _token(client, hub, "dispatcher")
+        sup = await _token(client, hub, "supervisor")
+        incident = (await client.post("/api/incidents", headers=disp, json={
+            "title": "化工厂泄漏", "type": "hazmat", "level": 2,
+            "location": {"lat": 39.9042, "lon": 116.4074}})).json()
+        csv = ("kind,name,lat,lon,contacts,quantity,warehouse,keeper,capacity\n"
+               "team,消防一中队,39.9100,116.4100,队长:alice,,,,\n"
+               "supply,防化服,40.0500,116.3000,库管:bob,40,北郊仓库,bob,\n"
+               "shelter,朝阳公园避难场所,39.9400,116.4800,,,,,5000\n"
+               "team,远郊救援队,40.9000,117.9000,,,,,\n")
+        imported = await client.post("/api/resources/import", headers={
+            **sup, "content-type": "text/csv"}, content=csv.encode())
+        assert imported.status_code in (200, 201), imported.text
+        bad = await client.post("/api/resources", headers=sup, json={
+            "kind": "supply", "name": "沙袋", "quantity": -1})
+        assert bad.status_code == 422 and "quantity" in bad.json()["message"]
+
+        near = (await client.get(f"/api/resources?near={incident['id']}",
+                                 headers=disp)).json()["resources"]
+        names = [r["name"] for r in near]
+        assert names == ["消防一中队", "朝阳公园避难场所", "防化服", "远郊救援队"]
+        distances = [r["distance_m"] for r in near]
+        assert distances == sorted(distances) and 600 < distances[0] < 900
+
+        suits = next(r for r in near if r["name"] == "防化服")
+        too_many = await client.post(f"/api/incidents/{incident['id']}/dispatches",
+                                     headers=disp, json={"resource_id": suits["id"],
+                                                         "quantity": 41})
+        assert too_many.status_code in (409, 422), too_many.text
+        sent = await client.post(f"/api/incidents/{incident['id']}/dispatches", headers=disp,
+                                 json={"resource_id": suits["id"], "quantity": 15,
+                                       "note": "第一批"})
+        assert sent.status_code == 201, sent.text
+        left = (await client.get(f"/api/resources/{suits['id']}", headers=disp)).json()
+        assert left["quantity"] == 25
+
+        team = near[0]
+        placed = await client.post(f"/api/resources/{team['id']}/call", headers=disp,
+                                   json={"contact": 0, "incident_id": incident["id"]})
+        assert placed.status_code == 201, placed.text
+        call_id = placed.json()["id"]
+        detail = (await client.get(f"/api/incidents/{incident['id']}", headers=disp)).json()
+        kinds = [e["kind"] for e in detail["timeline"]]
+        assert "resource.dispatched" in kinds and "resource.contact_called" in kinds
+        dispatched = next(e for e in detail["timeline"] if e["kind"] == "resource.dispatched")
+        assert dispatched["data"]["quantity"] == 15 and dispatched["actor"] == "op-dispatcher"
+        assert call_id in detail["calls"]
+        assert detail["dispatches"][0]["quantity"] == 15
