@@ -27,10 +27,10 @@ from console.auth import AuthService
 from console.calls_api import calls_routes
 from console.http import HttpServer, start_http
 from console.incidents_api import incidents_routes
-from console.resources_api import resources_routes
 from console.page import page_routes
 from console.queue_api import queue_routes
 from console.recordings_api import recordings_routes
+from console.resources_api import resources_routes
 from dispatch.audit import AuditLog
 from dispatch.calls import CallService
 from dispatch.directory import DirectoryService
