@@ -9,7 +9,11 @@
   directory (with statuses), calls and rooms. The subscription and the snapshot happen
   in the same loop step, so no event falls between them: a reconnecting console
   simply resyncs from it.
-* **Events** are ``event.to_dict()`` (``"type"`` is the event class).
+* **Events** are ``event.to_dict()`` (``"type"`` is the event class). With
+  ``?batch=1`` the events that are waiting when the connection is ready to send go out
+  as one message ``{"type": "batch", "events": [...]}`` (in order): a group call's
+  burst of 150 events is then a handful of WebSocket messages per console instead of
+  150, which is what keeps fan-out to many consoles fast on both ends.
 * **Back-pressure**: each connection has a bounded queue. A console that can't keep
   up is dropped (close 1013, try again later) rather than letting the queue grow or
   the publisher block: it reconnects and resyncs from a fresh snapshot.
@@ -139,9 +143,10 @@ def events_routes(
             await websocket.close(CLOSE_FORBIDDEN, "cross-origin: use a token")
             return
         await websocket.accept()
-        await _stream(websocket, principal)
+        batch = websocket.query_params.get("batch", "") in ("1", "true", "yes")
+        await _stream(websocket, principal, batch)
 
-    async def _stream(websocket: WebSocket, principal: Principal) -> None:
+    async def _stream(websocket: WebSocket, principal: Principal, batch: bool) -> None:
         assert auth is not None
         outbox = _Outbox(queue_limit)
         stop_revoked = auth.on_revoked(
@@ -155,7 +160,7 @@ def events_routes(
         async def sending(scope: anyio.CancelScope) -> None:
             nonlocal code
             try:
-                code = await _send(websocket, outbox, first, principal)
+                code = await _send(websocket, outbox, first, principal, batch)
             except (WebSocketDisconnect, OSError, RuntimeError):
                 pass  # the client went away while we were sending
             scope.cancel()
@@ -178,7 +183,7 @@ def events_routes(
                  f" ({_REASONS.get(code, code)})" if code else "")
 
     async def _send(websocket: WebSocket, outbox: _Outbox, first: dict[str, Any],
-                    principal: Principal) -> int:
+                    principal: Principal, batch: bool) -> int:
         """Send until something ends the stream; returns the close code to use."""
         assert auth is not None
         await websocket.send_text(_encode(first))
@@ -198,6 +203,12 @@ def events_routes(
                 log.warning("events: %s can't keep up (more than %d queued): dropped",
                             principal.operator, outbox.limit)
                 return CLOSE_TOO_SLOW
+            if batch and len(outbox.items) > 1:
+                events = [_encode_event(e) for e in outbox.items]
+                outbox.items.clear()
+                await websocket.send_text('{"type":"batch","events":[' + ",".join(events)
+                                          + "]}")
+                continue
             while outbox.items:
                 event = outbox.items.popleft()
                 await websocket.send_text(_encode_event(event))
@@ -221,10 +232,13 @@ def events_routes(
         operation_id="events",
         description="Upgrade to a WebSocket, authenticated by 'Authorization: Bearer', "
                     "?token= or the session cookie (else closed with 4401). The first "
-                    "message is {\"type\": \"snapshot\", \"directory\", \"calls\", \"rooms\"}; "
-                    "then every event on the hub's bus as JSON with its \"type\" (e.g. "
-                    "EndpointStatusChanged, LegStateChanged, RegistrationChanged). A client "
-                    "that can't keep up is closed with 1013 and should reconnect.",
+                    "message is {\"type\": \"snapshot\", \"directory\", \"calls\", \"rooms\", "
+                    "\"queue\", \"incidents\"}; then every event on the hub's bus as JSON "
+                    "with its \"type\" (e.g. EndpointStatusChanged, LegStateChanged, "
+                    "CallChanged, QueueChanged, IncidentChanged, TimelineAppended, "
+                    "ResponseChanged). With ?batch=1, events waiting together arrive as one "
+                    "{\"type\": \"batch\", \"events\": [...]} message. A client that can't "
+                    "keep up is closed with 1013 and should reconnect.",
         responses={101: ("Switching to the WebSocket protocol", None)}, websocket=True))
     return [WebSocketRoute("/api/events", events, name="events"),
             Route("/api/events", not_websocket, methods=["GET"], name="events_http")]

@@ -313,22 +313,20 @@ def endpoints_for(directory: DirectoryService, target: str) -> list[str]:
     and mobile endpoints in their order; anything else is dialled as it is (a SIP user
     name or a number).
     """
-    person = None
+    endpoints: list[tuple[str, str]]
     try:
         if target.startswith("user:") or (target[:1] == "p" and target[1:].isdigit()):
             person = directory.get_person(target)
+            endpoints = [(kind, address) for kind, _, address in
+                         (e.partition(":") for e in person.endpoints)]
         else:
-            matches = [p for p in directory.list_people() if p.name == target]
-            person = matches[0] if len(matches) == 1 else None
+            named = directory.endpoints_named(target)
+            if named is None:
+                return [target]
+            endpoints = named
     except Exception:  # an unknown id: not a person, dial it as it is
-        person = None
-    if person is None:
         return [target]
-    dialable = []
-    for endpoint_id in person.endpoints:
-        kind, _, address = endpoint_id.partition(":")
-        if kind in ("sip", "mobile") and address:
-            dialable.append(address)
+    dialable = [address for kind, address in endpoints if kind in ("sip", "mobile") and address]
     return dialable or [target]
 
 

@@ -543,3 +543,22 @@ async def test_expiry_timer_notices_a_binding_running_out(tmp_path: Path) -> Non
             await asyncio.wait_for(offline.wait(), timeout=5)
         finally:
             directory.close()
+
+
+def test_dialling_by_name_finds_the_one_person_and_their_endpoints(c: Console) -> None:
+    from dispatch.directory import EndpointSpec
+    from hub.server import endpoints_for
+
+    d = c.directory
+    d.create_person("张三", endpoints=[EndpointSpec("sip", "1002"),
+                                       EndpointSpec("mobile", "13800138000")])
+    assert d.endpoints_named("张三") == [("sip", "1002"), ("mobile", "13800138000")]
+    assert endpoints_for(d, "张三") == ["1002", "13800138000"]
+    # A SIP user's implicit person goes by its display name.
+    assert d.endpoints_named("Duty desk") == [("sip", "1001")]
+    assert endpoints_for(d, "1003") == ["1003"]
+    d.create_person("李四")
+    d.create_person("李四")
+    assert d.endpoints_named("李四") is None  # ambiguous: dialled as it is
+    assert endpoints_for(d, "李四") == ["李四"]
+    assert endpoints_for(d, "nobody") == ["nobody"]

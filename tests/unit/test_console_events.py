@@ -140,3 +140,23 @@ def test_plain_http_get_is_426(c: Console) -> None:
     response = c.client.get("/api/events")
     assert response.status_code == 426
     assert response.json()["error_id"] == "websocket-required"
+
+
+def test_batch_mode_sends_events_published_together_as_one_message(c: Console) -> None:
+    with c.client.websocket_connect(f"/api/events?token={c.token('dispatcher')}&batch=1"
+                                    ) as ws:
+        assert ws.receive_json()["type"] == "snapshot"
+
+        def burst() -> None:
+            for n in range(5):
+                c.bus.publish(TalkerChanged(bridge_id="B1", leg_id=f"L{n}", talking=True))
+
+        assert c.client.portal is not None
+        c.client.portal.call(burst)
+        message = ws.receive_json()
+        assert message["type"] == "batch"
+        assert [e["leg_id"] for e in message["events"]] == [f"L{n}" for n in range(5)]
+        assert {e["type"] for e in message["events"]} == {"TalkerChanged"}
+        c.publish(TalkerChanged(bridge_id="B1", leg_id="L9", talking=False))
+        single = ws.receive_json()  # alone: sent as itself
+        assert single["type"] == "TalkerChanged" and single["leg_id"] == "L9"
