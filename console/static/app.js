@@ -7,7 +7,7 @@ const I18N = {
     title: "融合通信调度台", login: "登录", username: "用户名", password: "密码", signin: "登录",
     logout: "退出", directory: "通讯录", search: "搜索 (/)", groupCall: "一键组呼", broadcast: "广播",
     rollcall: "点名", record: "录音", myPhone: "我的话机", activeCalls: "当前通话", noCalls: "没有通话",
-    rooms: "会议室", events: "事件", call: "呼叫", hangup: "挂断", mute: "静音", unmute: "取消静音",
+    rooms: "会议室", events: "日志", call: "呼叫", hangup: "挂断", mute: "静音", unmute: "取消静音",
     deafen: "闭听", undeafen: "取消闭听", kick: "强拆", hold: "保持", resume: "恢复", barge: "强插",
     monitor: "监听", whisper: "耳语", online: "已连接", offline: "连接断开, 正在重连…",
     offlineState: "离线", idle: "空闲", ringing: "振铃", talking: "通话中", held: "保持",
@@ -22,7 +22,7 @@ const I18N = {
     signin: "Sign in", logout: "Sign out", directory: "Directory", search: "Search (/)",
     groupCall: "Group call", broadcast: "Broadcast", rollcall: "Roll call", record: "Record",
     myPhone: "My phone", activeCalls: "Active calls", noCalls: "No calls", rooms: "Rooms",
-    events: "Events", call: "Call", hangup: "Hang up", mute: "Mute", unmute: "Unmute",
+    events: "Log", call: "Call", hangup: "Hang up", mute: "Mute", unmute: "Unmute",
     deafen: "Deafen", undeafen: "Undeafen", kick: "Kick", hold: "Hold", resume: "Resume",
     barge: "Barge in", monitor: "Monitor", whisper: "Whisper", online: "Connected",
     offline: "Connection lost, reconnecting…", offlineState: "offline", idle: "idle",
@@ -44,6 +44,15 @@ const state = {
 };
 const $ = (id) => document.getElementById(id);
 const t = (key) => (I18N[state.lang] && I18N[state.lang][key]) || I18N.en[key] || key;
+// A string with {name} holes, filled from `vars`: tf("deputyFor", {person: "bob"}).
+const tf = (key, vars = {}) => t(key).replace(/\{(\w+)\}/g, (m, name) =>
+  (vars[name] === undefined || vars[name] === null ? "" : String(vars[name])));
+
+// Features kept in their own files (incidents.js) plug in here. Each may have:
+// onEvent(ev) before the page renders an event, render(), onLanguage(), onStart() once
+// signed in, onStop() when signed out, callTools(call) -> extra nodes for a call card.
+const features = [];
+const eachFeature = (hook, ...args) => features.flatMap((f) => (f[hook] ? [f[hook](...args)] : []));
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -62,6 +71,9 @@ function applyLanguage() {
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   for (const node of document.querySelectorAll("[data-i18n-placeholder]"))
     node.placeholder = t(node.dataset.i18nPlaceholder);
+  for (const node of document.querySelectorAll("[data-i18n-label]"))
+    node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+  eachFeature("onLanguage");
   document.title = t("title");
   if (state.ws) setConn(state.ws.readyState === WebSocket.OPEN);
   render();
@@ -147,6 +159,7 @@ function onEvent(ev) {
     default:
       break;
   }
+  eachFeature("onEvent", ev);
   render();
 }
 
@@ -187,6 +200,7 @@ function render() {
   renderPeople();
   renderCalls();
   renderRooms();
+  eachFeature("render");
 }
 
 function renderPeople() {
@@ -256,6 +270,7 @@ function renderCalls() {
         text: call.record ? `■ ${t("record")}` : `● ${t("record")}`,
         onclick: () => api("POST", `/api/calls/${call.id}/recording`, { on: !call.record }).then(applyCall).catch(() => {}) }));
     }
+    for (const nodes of eachFeature("callTools", call)) tools.append(...nodes);
     if (call.state !== "ended") {
       tools.append(
         el("button", { type: "button", "aria-label": `Barge into ${call.id}`, text: t("barge"),
@@ -367,12 +382,14 @@ function dropPeer(callId) {
 function selected() { return [...state.selected]; }
 
 function currentCall() {
-  const live = Object.values(state.calls).filter((c) => c.state !== "ended");
+  // Never a plan's command room (confirm): one key must not call a whole response off.
+  const live = Object.values(state.calls).filter((c) => c.state !== "ended" && !c.confirm);
   return live.length ? live[live.length - 1] : null;
 }
 
 function shortcuts(ev) {
-  if (ev.target.tagName === "INPUT" && ev.key !== "Escape") return;
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(ev.target.tagName) || ev.target.isContentEditable;
+  if ((typing && ev.key !== "Escape") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const key = ev.key.toLowerCase();
   if (key === "/") { ev.preventDefault(); $("search").focus(); }
   else if (key === "g") placeCall(selected(), "group");
@@ -387,6 +404,7 @@ function showLogin() {
   state.me = null;
   $("board").hidden = true; $("logout").hidden = true; $("login-view").hidden = false;
   $("who").textContent = "";
+  eachFeature("onStop");
 }
 
 async function start() {
@@ -396,6 +414,7 @@ async function start() {
   const op = state.me.operator || {};
   $("who").textContent = `${op.display_name || op.name || ""} · ${op.role || ""}`;
   $("login-view").hidden = true; $("board").hidden = false; $("logout").hidden = false;
+  eachFeature("onStart");
   render();
   connect();
 }
