@@ -123,6 +123,7 @@ def calls_routes(api: Api, calls: CallService,
     async def leg_action(call: ApiCall) -> Any:
         p = call.path
         call.target = f"{p['call_id']}/{p['leg_id']}"
+        call.detail = {"leg_action": p["action"]}
         return calls.leg_action(p["call_id"], p["leg_id"], p["action"]).as_dict()
 
     def joiner(relation: str) -> Any:

@@ -35,7 +35,8 @@ from .auth import Role
 
 _LEVEL_IN: dict[str, Any] = {"description": "1-4 or I-IV; I (特别重大) is the most severe "
                                             "(checked by the service)"}
-_LOCATION: dict[str, Any] = {"type": "object", "description": "WGS-84 degrees", "properties": {
+_LOCATION: dict[str, Any] = {"type": "object", "nullable": True,
+                             "description": "WGS-84 degrees (null clears it)", "properties": {
     "lat": {"type": "number"}, "lon": {"type": "number"}, "address": {"type": "string"}}}
 INCIDENT: dict[str, Any] = {"type": "object", "properties": {
     "id": {"type": "integer"}, "title": {"type": "string"},
@@ -67,13 +68,24 @@ RESPONDER: dict[str, Any] = {"type": "object", "properties": {
     "endpoint": {"type": "string", "nullable": True}, "attempts": {"type": "integer"},
     "leg_id": {"type": "string", "nullable": True},
     "answered_at": {"type": "number", "nullable": True},
-    "confirmed_at": {"type": "number", "nullable": True}}}
+    "confirmed_at": {"type": "number", "nullable": True},
+    "level": {"type": "integer", "nullable": True,
+              "description": "The role joins at this level or a more severe one"},
+    "deadline": {"type": "number", "nullable": True,
+                 "description": "When the deputy is called if not answered by then"},
+    "updated_at": {"type": "number"}}}
 RESPONSE: dict[str, Any] = {"type": "object", "properties": {
     "id": {"type": "integer"}, "incident_id": {"type": "integer"},
     "plan_id": {"type": "integer"}, "plan_name": {"type": "string"},
     "level": {"type": "integer"}, "state": {"type": "string",
                                             "enum": ["active", "ended", "interrupted"]},
     "call_id": {"type": "string", "description": "The command room (a dispatch call)"},
+    "level_label": {"type": "string", "enum": list(taxonomy.LEVELS)},
+    "recording_id": {"type": "string", "nullable": True,
+                     "description": "The command room's recording"},
+    "started_at": {"type": "number"}, "started_by": {"type": "string", "nullable": True},
+    "ended_at": {"type": "number", "nullable": True},
+    "escalate_after_s": {"type": "number", "nullable": True},
     "responders": {"type": "array", "items": RESPONDER},
     "counts": {"type": "object", "description": "Responders per state"}}}
 TASK: dict[str, Any] = {"type": "object", "properties": {
@@ -86,7 +98,9 @@ DETAIL: dict[str, Any] = {"type": "object", "properties": {
                                                                "items": RESPONDER},
     "tasks": {"type": "array", "items": TASK},
     "calls": {"type": "array", "items": {"type": "string"}},
-    "recordings": {"type": "array", "items": {"type": "object"}}}}
+    "recordings": {"type": "array", "items": {"type": "object"}},
+    "dispatches": {"type": "array", "items": {"type": "object"},
+                   "description": "Resources dispatched to the incident"}}}
 NEW_INCIDENT: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
     "description": "By hand: title, type and level are required. From a call (call_id): "

@@ -619,7 +619,7 @@ class CallService:
         """From now on the call carries the incident's id (its changes reach the timeline)."""
         entry = self.gateway.queue.entries.get(call_id)
         if entry is not None:
-            entry.incident_id = incident_id
+            self.gateway.queue.link_incident(entry, incident_id)
         call = self.calls.get(call_id)
         if call is not None:
             call.incident_id = incident_id

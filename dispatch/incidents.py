@@ -425,12 +425,11 @@ class IncidentService:
                     entries.append(self._append(tx, incident_id, f"incident.{name}",
                                                 {"old": old, "new": value}, operator, now))
             rest = {k: v for k, (_, v) in changes.items()
-                    if k not in ("status", "level", "closed_at", "category")}
+                    if k not in ("status", "level", "closed_at", "category", "lat", "lon")}
+            if "lat" in changes or "lon" in changes:
+                rest["location"] = (None if new["lat"] is None else
+                                    {"lat": new["lat"], "lon": new["lon"]})
             if rest:
-                if "lat" in rest:
-                    rest["location"] = ({"lat": rest.pop("lat"), "lon": rest.pop("lon")}
-                                        if rest.get("lat") is not None else
-                                        rest.pop("lat") or rest.pop("lon"))
                 entries.append(self._append(tx, incident_id, "incident.updated", rest,
                                             operator, now))
         self._after(incident_id, entries)
@@ -538,7 +537,7 @@ class IncidentService:
             return
         self._safe_record(incident_id, "action", {
             "action": entry.action, "target": target, "result": entry.result,
-            "status": entry.status}, actor=entry.operator)
+            "status": entry.status, **dict(entry.detail or {})}, actor=entry.operator)
 
     # -- following calls ---------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:

@@ -34,7 +34,7 @@ from bridges.events import Event, EventBus
 from storage.sql import Database, Row
 
 from . import taxonomy
-from .calls import CallChanged, CallService, DispatchCall, DispatchLeg
+from .calls import CallChanged, CallEnded, CallService, DispatchCall, DispatchLeg
 from .errors import Conflict, InvalidInput, NotFound
 from .incidents import IncidentService
 from .notify import LogNotifier, Notice, NotificationFailed, Notifier
@@ -219,6 +219,16 @@ class ResponseService:
             live = self._by_call.get(event.call["id"])
             if live is not None:
                 self._refresh(live)
+        elif isinstance(event, CallEnded):
+            live = self._by_call.get(event.call_id)
+            if live is not None and self.live.get(live.incident_id) is live:
+                # The command room was hung up from the switchboard: the response ends
+                # with it (closing notices and all), rather than running on without a room.
+                asyncio.get_running_loop().call_soon(self._room_closed, live, event.reason)
+
+    def _room_closed(self, live: LiveResponse, reason: str) -> None:
+        if self.live.get(live.incident_id) is live:
+            self.end(live.incident_id, reason=f"command room closed: {reason}")
 
     @staticmethod
     def _state_of(responder: Responder) -> str:

@@ -196,6 +196,11 @@ class DispatchQueue:
         log.info("queue: %s from %s answered by %s", entry.id, entry.caller, operator)
         self._changed()
 
+    def link_incident(self, entry: QueueEntry, incident_id: int) -> None:
+        """The caller's report became an incident: every console's queue shows it."""
+        entry.incident_id = incident_id
+        self._changed()
+
     def _changed(self) -> None:
         self.bus.publish(QueueChanged(queue=self.snapshot()))
 

@@ -103,10 +103,15 @@ function logLine(text) {
 // ---- the event stream -------------------------------------------------------------
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/api/events`);
+  const ws = new WebSocket(`${proto}://${location.host}/api/events?batch=1`);
   state.ws = ws;
   ws.onopen = () => { state.retry = 0; setConn(true); };
-  ws.onmessage = (msg) => onEvent(JSON.parse(msg.data));
+  ws.onmessage = (msg) => {
+    // Events published together (a group call's burst) come as one batch message.
+    const data = JSON.parse(msg.data);
+    if (data.type === "batch") data.events.forEach(onEvent);
+    else onEvent(data);
+  };
   ws.onclose = (ev) => {
     setConn(false);
     if (ev.code === 4401 || ev.code === 1008) { showLogin(); return; }

@@ -193,3 +193,28 @@ async def test_resources_nearest_dispatch_and_call_a_contact(any_hub: Hub) -> No
         assert dispatched["data"]["quantity"] == 15 and dispatched["actor"] == "op-dispatcher"
         assert call_id in detail["calls"]
         assert detail["dispatches"][0]["quantity"] == 15
+
+
+async def test_hanging_up_the_command_room_ends_the_response(any_hub: Hub) -> None:
+    hub = any_hub
+    async with httpx.AsyncClient(base_url=hub.http.url) as client:
+        disp = await _token(client, hub, "dispatcher")
+        sup = await _token(client, hub, "supervisor")
+        plan = (await client.post("/api/plans", headers=sup, json={
+            "name": "p", "incident_type": "fire", "level": 3,
+            "roles": [{"role": "r", "person": "alice"}]})).json()
+        incident = (await client.post("/api/incidents", headers=disp, json={
+            "title": "t", "type": "fire", "level": 3})).json()
+        base = f"/api/incidents/{incident['id']}"
+        response = (await client.post(base + "/activate", headers=disp,
+                                      json={"plan_id": plan["id"]})).json()
+        ended = await client.delete(f"/api/calls/{response['call_id']}", headers=disp)
+        assert ended.status_code == 200
+        after = await _until(client, disp, base + "/response", lambda r: r["state"] == "ended")
+        assert after["id"] == response["id"]
+        timeline = (await client.get(base + "/timeline", headers=disp)).json()
+        [end] = [e for e in timeline if e["kind"] == "response.ended"]
+        assert "command room closed" in end["data"]["reason"]
+        # A new response may start now.
+        again = await client.post(base + "/activate", headers=disp, json={"plan_id": plan["id"]})
+        assert again.status_code == 201

@@ -222,3 +222,15 @@ def test_dispatcher_actions_on_an_incidents_calls_reach_its_timeline(database: D
     actions = [e for e in incidents.timeline(created["id"]) if e["kind"] == "action"]
     assert [(a["actor"], a["data"]["action"], a["data"]["target"]) for a in actions] == [
         ("op", "call.leg.mute", "D3/L9")]
+
+
+def test_moving_an_incident_records_its_new_location(database: Database) -> None:
+    incidents = _service(database)
+    created = incidents.create(FIRE)
+    moved, _ = incidents.update(created["id"], {"location": {"lat": 39.95, "lon": 116.3975}})
+    assert moved["location"] == {"lat": 39.95, "lon": 116.3975}
+    cleared, _ = incidents.update(created["id"], {"location": None})
+    assert cleared["location"] is None
+    updates = [e["data"] for e in incidents.timeline(created["id"])
+               if e["kind"] == "incident.updated"]
+    assert updates == [{"location": {"lat": 39.95, "lon": 116.3975}}, {"location": None}]
