@@ -140,10 +140,9 @@ RESOURCE: dict[str, Any] = {"type": "object", "properties": {
     "distance_m": {"type": "number", "nullable": True,
                    "description": "Only when sorted by distance: metres from the incident "
                                   "or point (null: the resource has no location)"}}}
-RESOURCES: dict[str, Any] = {"type": "object", "properties": {
-    "resources": {"type": "array", "items": RESOURCE},
-    "origin": {"type": "object", "description": "Only when sorted by distance: from where",
-               "properties": {"incident_id": {"type": "integer"}, "lat": _LAT, "lon": _LON}}}}
+RESOURCES: dict[str, Any] = {
+    "type": "array", "items": RESOURCE,
+    "description": "Nearest first with distance_m when near= or lat/lon is given"}
 DISPATCH: dict[str, Any] = {"type": "object", "properties": {
     "id": {"type": "integer"}, "incident_id": {"type": "integer"},
     "resource_id": {"type": "integer", "nullable": True,
@@ -203,12 +202,7 @@ def resources_routes(api: Api, resources: ResourceService,
                                near=point, near_incident=q.get("near"),
                                radius_m=q.get("radius"),
                                limit=q.get("limit", DEFAULT_LIMIT))
-        result: dict[str, Any] = {"resources": [r.as_dict() for r in found]}
-        if "near" in q:
-            result["origin"] = {"incident_id": q["near"]}
-        elif point is not None:
-            result["origin"] = {"lat": point[0], "lon": point[1]}
-        return result
+        return [r.as_dict() for r in found]
 
     async def create_resource(call: ApiCall) -> Any:
         fields = dict(call.body)

@@ -72,7 +72,16 @@ LEVEL_NAMES_ZH: Final = ("特别重大", "重大", "较大", "一般")
 def incident_type(value: object, field: str = "type") -> IncidentType:
     """The type ``value`` names (code, Chinese or English label), or InvalidInput."""
     if isinstance(value, str):
-        code = _ALIASES.get(value.strip()) or _ALIASES.get(value.strip().lower())
+        text = value.strip()
+        # "accident/fire", "accident.fire": a category and its subtype, named together.
+        for sep in ("/", ".", ":"):
+            if sep in text:
+                category, _, sub = text.rpartition(sep)
+                found = _ALIASES.get(sub.strip()) or _ALIASES.get(sub.strip().lower())
+                if found is not None and TYPES[found].category == (
+                        _ALIASES.get(category.strip()) or _ALIASES.get(category.strip().lower())):
+                    return TYPES[found]
+        code = _ALIASES.get(text) or _ALIASES.get(text.lower())
         if code is not None:
             return TYPES[code]
     known = ", ".join(TYPES)

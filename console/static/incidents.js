@@ -519,7 +519,7 @@
     if (!cur.location) { inc.resources = []; inc.resourcesError = null; dirty("map"); return; }
     const got = await fresh("resources", `/api/resources?near=${cur.id}&limit=10`);
     if (!got) return;
-    inc.resources = got.error ? [] : got.result.resources || [];
+    inc.resources = got.error ? [] : got.result || [];
     inc.resourcesError = got.error;
     dirty("map");
     render();

@@ -163,7 +163,7 @@ async def test_resources_nearest_dispatch_and_call_a_contact(any_hub: Hub) -> No
         assert bad.status_code == 422 and "quantity" in bad.json()["message"]
 
         near = (await client.get(f"/api/resources?near={incident['id']}",
-                                 headers=disp)).json()["resources"]
+                                 headers=disp)).json()
         names = [r["name"] for r in near]
         assert names == ["消防一中队", "朝阳公园避难场所", "防化服", "远郊救援队"]
         distances = [r["distance_m"] for r in near]

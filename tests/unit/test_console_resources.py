@@ -181,7 +181,7 @@ def test_roles(hub: Hub) -> None:
     refused(hub.post("/api/resources", as_="dispatcher", json=TEAM), 403, "forbidden",
             "needs the supervisor role")
     ok(hub.post("/api/resources", as_="admin", json=TEAM), 201)
-    assert ok(hub.get("/api/resources"))["resources"][0]["name"] == "蓝天救援队"
+    assert ok(hub.get("/api/resources"))[0]["name"] == "蓝天救援队"
     refused(hub.client.get("/api/resources"), 401, "unauthenticated", "authentication required")
     refused(hub.post("/api/resources/import", as_="dispatcher", content="kind,name\n",
                      headers={"content-type": "text/csv"}), 403, "forbidden", "supervisor")
@@ -207,7 +207,7 @@ def test_roles(hub: Hub) -> None:
 def test_bad_input_is_422_naming_the_field_and_stores_nothing(
         hub: Hub, body: dict[str, Any], words: str) -> None:
     refused(hub.post("/api/resources", json=body), 422, "invalid-input", words)
-    assert ok(hub.get("/api/resources"))["resources"] == []
+    assert ok(hub.get("/api/resources")) == []
     [entry] = hub.audit_entries("resource.create")
     assert (entry["result"], entry["status"]) == ("invalid-input", 422)
 
@@ -251,21 +251,19 @@ def test_list_filters_and_nearest_to_an_incident(hub: Hub) -> None:
     expert = ok(hub.post("/api/resources", json={"kind": "expert", "name": "刘教授",
                                                  "field": "危化品"}), 201)
     listing = ok(hub.get("/api/resources"))
-    assert [r["id"] for r in listing["resources"]] == [team["id"], tents["id"], expert["id"]]
-    assert "origin" not in listing and "distance_m" not in listing["resources"][0]
+    assert [r["id"] for r in listing] == [team["id"], tents["id"], expert["id"]]
+    assert "distance_m" not in listing[0]
     near = ok(hub.get("/api/resources", params={"near": 7}))
-    assert near["origin"] == {"incident_id": 7}
-    assert [(r["name"], r["distance_m"]) for r in near["resources"]] == [
+    assert [(r["name"], r["distance_m"]) for r in near] == [
         ("蓝天救援队", pytest.approx(2_010, abs=5)), ("帐篷", pytest.approx(2_598, abs=5)),
         ("刘教授", None)]
     point = ok(hub.get("/api/resources", params={"lat": BEIJING_STATION[0],
                                                   "lon": BEIJING_STATION[1], "radius": 1000}))
-    assert point["origin"] == {"lat": BEIJING_STATION[0], "lon": BEIJING_STATION[1]}
-    assert [r["name"] for r in point["resources"]] == ["帐篷"]
-    assert [r["name"] for r in ok(hub.get("/api/resources", params={"q": "危化品"}))[
-        "resources"]] == ["刘教授"]
+    assert [r["name"] for r in point] == ["帐篷"]
+    assert [r["name"] for r in ok(hub.get("/api/resources", params={"q": "危化品"}))] == [
+        "刘教授"]
     assert [r["name"] for r in ok(hub.get("/api/resources", params={
-        "kind": "supply", "status": "available", "limit": 5}))["resources"]] == ["帐篷"]
+        "kind": "supply", "status": "available", "limit": 5}))] == ["帐篷"]
     refused(hub.get("/api/resources", params={"near": 8}), 422, "incident-without-location",
             "incident 8 has no coordinates")
     refused(hub.get("/api/resources", params={"near": 9}), 404, "incident-not-found",
@@ -415,7 +413,7 @@ def import_csv(hub: Hub, text: str | bytes, as_: str = "supervisor") -> Any:
 def test_import_csv(hub: Hub) -> None:
     assert ok(import_csv(hub, "\ufeff" + CSV)) == {"created": 2, "updated": 0}
     assert ok(import_csv(hub, CSV)) == {"created": 0, "updated": 2}
-    listing = ok(hub.get("/api/resources"))["resources"]
+    listing = ok(hub.get("/api/resources"))
     assert [(r["kind"], r["name"]) for r in listing] == [("team", "蓝天救援队"), ("supply", "帐篷")]
     assert listing[0]["contacts"] == [{"name": "张伟", "phone": "13800138000", "title": "队长"}]
     [latest, _] = hub.audit_entries("resource.import")
@@ -431,7 +429,7 @@ def test_import_bad_csv_reports_lines_and_writes_nothing(hub: Hub) -> None:
         {"line": 5, "message": "kind 'boat' is not one of team, expert, supply, equipment, "
                                "shelter, vehicle"},
     ]
-    assert ok(hub.get("/api/resources"))["resources"] == []
+    assert ok(hub.get("/api/resources")) == []
     refused(hub.post("/api/resources/import", json={"kind": "team"}), 415,
             "unsupported-media-type", "text/csv")
     assert hub.audit_entries("resource.import")[1]["result"] == "invalid-csv"

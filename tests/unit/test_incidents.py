@@ -74,6 +74,10 @@ def test_types_and_levels_accept_the_fields_own_words(database: Database) -> Non
     a = incidents.create({**FIRE, "type": "火灾", "level": "Ⅲ".replace("Ⅲ", "III")})
     b = incidents.create({**FIRE, "type": "Forest fire", "level": "2"})
     c = incidents.create({**FIRE, "type": "public_health", "level": 1})
+    d = incidents.create({**FIRE, "type": "accident/fire"})
+    assert d["type"] == "fire"
+    with pytest.raises(InvalidInput):
+        incidents.create({**FIRE, "type": "public_health/fire"})
     assert (a["type"], a["level"]) == ("fire", 3)
     assert (b["type"], b["category"], b["level"]) == ("forest_fire", "natural_disaster", 2)
     assert (c["type"], c["category"]) == ("public_health", "public_health")
