@@ -561,36 +561,42 @@ def test_the_unique_index_backs_the_name_check(svc: ResourceService,
 
 
 def test_concurrent_dispatches_never_take_the_same_stock(
-        database: Database, incidents: FakeIncidents, tmp_path: Any,
+        postgres_server: Any, incidents: FakeIncidents, tmp_path: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Two dispatchers on two connections: the later write sees the stock has changed.
 
-    Only PostgreSQL lets both transactions read at once (SQLite's BEGIN IMMEDIATE
-    makes the second wait for the first)."""
-    if database.dialect != "postgresql":
-        pytest.skip("SQLite serialises write transactions")
+    On PostgreSQL only: it lets both transactions read at once (SQLite's BEGIN
+    IMMEDIATE makes the second wait for the first, so the race cannot happen there)."""
     from storage.sql import open_database
 
+    with postgres_server.fresh_database() as url:
+        database = open_database(url, default_path=tmp_path / "unused.sqlite3")
+        other_db = open_database(url, default_path=tmp_path / "unused.sqlite3")
+        try:
+            _race(database, other_db, incidents, monkeypatch)
+        finally:
+            other_db.close()
+            database.close()
+
+
+def _race(database: Database, other_db: Database, incidents: FakeIncidents,
+          monkeypatch: pytest.MonkeyPatch) -> None:
     first = ResourceService(database, incidents)
-    other_db = open_database(database.url, default_path=tmp_path / "unused.sqlite3")
-    try:
-        second = ResourceService(other_db, incidents)
-        tents = first.create("supply", "帐篷", quantity=5)
-        load = first._load
+    second = ResourceService(other_db, incidents)
+    tents = first.create("supply", "帐篷", quantity=5)
+    load = first._load
 
-        def load_then_race(tx: Any, resource_id: int) -> Any:
-            resource = load(tx, resource_id)
-            second.dispatch(3, resource_id, quantity=4)  # commits meanwhile
-            return resource
+    def load_then_race(tx: Any, resource_id: int) -> Any:
+        resource = load(tx, resource_id)
+        second.dispatch(3, resource_id, quantity=4)  # commits meanwhile
+        return resource
 
-        monkeypatch.setattr(first, "_load", load_then_race)
-        with pytest.raises(Conflict, match="changed meanwhile: try again"):
-            first.dispatch(1, tents.id, quantity=5)
-        monkeypatch.undo()
-        assert first.get(tents.id).details["quantity"] == 1
-        assert [d.quantity for d in first.dispatches(3)] == [4] and first.dispatches(1) == []
-    finally:
-        other_db.close()
+    monkeypatch.setattr(first, "_load", load_then_race)
+    with pytest.raises(Conflict, match="changed meanwhile: try again"):
+        first.dispatch(1, tents.id, quantity=5)
+    monkeypatch.undo()
+    assert first.get(tents.id).details["quantity"] == 1
+    assert [d.quantity for d in first.dispatches(3)] == [4] and first.dispatches(1) == []
 
 
 # ------------------------------------------------------------------------------ CSV
