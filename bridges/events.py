@@ -48,6 +48,18 @@ class LegStateChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class LegMoved(Event):
+    leg_id: str
+    """The leg, same id and state as before."""
+    from_bridge_id: str
+    """The bridge it left."""
+    to_bridge_id: str
+    """The bridge it is in now."""
+    reason: str = ""
+    """Why (an attended transfer)."""
+
+
+@dataclass(frozen=True, slots=True)
 class BridgeOpened(Event):
     bridge_id: str
     """The new bridge."""

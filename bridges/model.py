@@ -11,7 +11,7 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 
-from .events import BridgeClosed, BridgeOpened, EventBus, LegStateChanged
+from .events import BridgeClosed, BridgeOpened, EventBus, LegMoved, LegStateChanged
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,20 @@ class Bridge:
         leg = Leg(self, kind, peer)
         self.legs.append(leg)
         return leg
+
+    def move_leg(self, leg: Leg, to: Bridge, reason: str = "") -> None:
+        """``leg`` now belongs to ``to`` (an attended transfer joins two calls): same id,
+        same state; publishes ``LegMoved``."""
+        if leg.bridge is not self or leg not in self.legs:
+            raise ValueError(f"leg {leg.id} is not in bridge {self.id}")
+        if to.closed or to is self:
+            raise ValueError(f"bridge {to.id} cannot take leg {leg.id}")
+        self.legs.remove(leg)
+        to.legs.append(leg)
+        leg.bridge = to
+        log.info("[%s/%s] moved to %s %s", self.id, leg.id, to.id, reason)
+        self.bus.publish(LegMoved(leg_id=leg.id, from_bridge_id=self.id, to_bridge_id=to.id,
+                                  reason=reason))
 
     def close(self, reason: str = "") -> None:
         if self.closed:

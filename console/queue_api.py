@@ -3,11 +3,13 @@
 ``GET /api/queue`` lists the callers waiting on the dispatch number (position, caller,
 waiting since); ``POST /api/queue/{queue_id}/answer`` dials the dispatcher's phone into
 the caller's bridge, and the entry becomes call ``queue_id`` in ``/api/calls`` with
-``answered_by``. ``POST /api/calls/{call_id}/legs/{leg_id}/transfer`` is a blind
-transfer: that leg's party stays, the other side is replaced by the target. These
-routes must come before ``calls_routes`` (its ``/legs/{leg_id}/{action}`` would match
-``transfer`` first). Dispatcher role; changes audited (``queue.answer``,
-``call.transfer``).
+``answered_by``. ``POST /api/calls/{call_id}/legs/{leg_id}/transfer`` transfers that
+leg's party: ``{"target"}`` is a blind transfer (the other side is replaced by the
+target, dialled by the hub), ``{"to_call"}`` an attended one (the party of the
+consultation call ``to_call`` joins this call and talks with the leg's party; the
+dispatcher's legs in both calls are released and ``to_call`` ends). These routes must
+come before ``calls_routes`` (its ``/legs/{leg_id}/{action}`` would match ``transfer``
+first). Dispatcher role; changes audited (``queue.answer``, ``call.transfer``).
 """
 
 from __future__ import annotations
@@ -38,10 +40,15 @@ ANSWER: dict[str, Any] = {
                              "description": "The dispatcher's own phone (a SIP user), "
                                             "dialled into the caller's bridge"}}}
 TRANSFER: dict[str, Any] = {
-    "type": "object", "required": ["target"], "additionalProperties": False,
-    "properties": {"target": {"type": "string", "minLength": 1, "maxLength": 64,
-                              "pattern": r"\S",
-                              "description": "A SIP user or number, dialled by the hub"}}}
+    "type": "object", "additionalProperties": False,
+    "description": "Give either target (blind) or to_call (attended)",
+    "properties": {
+        "target": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"\S",
+                   "description": "Blind transfer: a SIP user or number, dialled by the hub"},
+        "to_call": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"\S",
+                    "description": "Attended transfer: the consultation call (the one "
+                                   "with the party to connect), e.g. D7"}},
+    "oneOf": [{"required": ["target"]}, {"required": ["to_call"]}]}
 
 
 def queue_routes(api: Api, calls: CallService) -> list[BaseRoute]:
@@ -59,8 +66,12 @@ def queue_routes(api: Api, calls: CallService) -> list[BaseRoute]:
 
     async def transfer(call: ApiCall) -> Any:
         p = call.path
+        body = call.body
         call.target = f"{p['call_id']}/{p['leg_id']}"
-        return calls.transfer(p["call_id"], p["leg_id"], call.body["target"],
+        if "to_call" in body:
+            return calls.attended_transfer(p["call_id"], p["leg_id"], body["to_call"],
+                                           operator=call.operator.operator).as_dict()
+        return calls.transfer(p["call_id"], p["leg_id"], body["target"],
                               operator=call.operator.operator).as_dict()
 
     dispatcher = Role.DISPATCHER
@@ -78,8 +89,22 @@ def queue_routes(api: Api, calls: CallService) -> list[BaseRoute]:
         api.route("POST", "/api/calls/{call_id}/legs/{leg_id}/transfer", transfer,
                   role=dispatcher, action="call.transfer", tags=("calls",), body=TRANSFER,
                   errors=(409,),
-                  summary="Blind transfer: this leg stays, the other side is replaced",
-                  description="The hub dials the target into the call; the replaced "
-                              "party is released once the target answers.",
-                  responses={200: ("The call", CALL)}),
+                  summary="Transfer this leg's party: blind (target) or attended (to_call)",
+                  description="Blind (`target`): the hub dials the target into the call; "
+                              "the replaced party (the other side, or the call's other "
+                              "members) is released once the target answers. Attended "
+                              "(`to_call`): the answered party of the consultation call "
+                              "`to_call` moves into this call's bridge at once (nobody is "
+                              "dialled) and talks with this leg's party; this call keeps "
+                              "its id and recording, `to_call` ends. The dispatcher's "
+                              "legs in both calls are released: in a dispatch call its "
+                              "browser, barge/monitor/whisper phones and the phone that "
+                              "picked a queued caller up; in a phone-to-phone call the "
+                              "other side (the transferor), whose phone must also be in a "
+                              "phone-to-phone `to_call`. 404: unknown call, leg or "
+                              "to_call; 409: either call cannot do it now (not answered, "
+                              "ended, already transferring, a queued caller to move, a "
+                              "room); 422: a bad body (both or neither field, to_call the "
+                              "same call).",
+                  responses={200: ("The call that goes on", CALL)}),
     ]

@@ -5,8 +5,10 @@ The same JSON Schema (the OpenAPI 3.0 subset below) documents a route in
 ``type`` (one type; ``nullable``), ``enum``, ``minLength``/``maxLength``/``pattern``,
 ``minimum``/``maximum``, ``items``/``minItems``/``maxItems``/``uniqueItems``,
 ``properties``/``required``/``additionalProperties: false``, ``anyOf`` (the branch
-whose ``enum`` fields match the value explains a failure). A failure is a 422 whose
-message names the offending field (``body.members[2]``) and what was expected.
+whose ``enum`` fields match the value explains a failure), ``oneOf`` (exactly one
+branch; branches of only ``required`` say "give 'a' or 'b'" / "give only one of").
+A failure is a 422 whose message names the offending field (``body.members[2]``) and
+what was expected.
 
 Schemas should say all the service will check (patterns below), so a request the
 published schema allows is never refused as bad input (schemathesis holds us to it).
@@ -126,6 +128,25 @@ def validate(value: Any, schema: Schema, where: str = "body") -> None:
             elif schema.get("additionalProperties") is False:
                 known = ", ".join(properties) or "none"
                 raise _fail(where, f"unknown field {name!r} (fields: {known})")
+    if "oneOf" in schema:
+        branches = schema["oneOf"]
+        errors: list[ApiError] = []
+        for branch in branches:
+            try:
+                validate(value, branch, where)
+            except ApiError as exc:
+                errors.append(exc)
+        if len(errors) == len(branches):
+            if isinstance(value, dict) and all(set(b) == {"required"} for b in branches):
+                names = " or ".join(repr(n) for b in branches for n in b["required"])
+                raise _fail(where, f"give {names}")
+            raise next((exc for branch, exc in zip(branches, errors, strict=True)
+                        if _selects(branch, value)), errors[0])
+        if len(errors) < len(branches) - 1:
+            if isinstance(value, dict) and all(set(b) == {"required"} for b in branches):
+                names = " or ".join(repr(n) for b in branches for n in b["required"])
+                raise _fail(where, f"give only one of {names}")
+            raise _fail(where, "matches more than one of the allowed forms")
     if "anyOf" in schema:
         failures: list[tuple[Schema, ApiError]] = []
         for branch in schema["anyOf"]:

@@ -17,6 +17,10 @@ A dispatcher with only a browser and a headset is a leg too: ``join_browser`` an
 the page's WebRTC offer with a leg in the call's bridge (same relations), and
 ``create_from_browser`` opens a call whose bridge holds the browser's leg first and
 then dials the targets. Every change is an event on the bus.
+
+Transfers: ``transfer`` is blind (the hub dials the target into the call and releases
+the replaced legs once it answers); ``attended_transfer`` connects a party with the
+party of a consultation call, whose leg moves into this call's bridge.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from bridges.events import Event, EventBus
 from bridges.model import Bridge, Leg, LegState
 from gateways.originate import OutboundLeg, Outcome
 from gateways.queue import QueueEntry
+from gateways.sip_gateway import Call as SipCall
 from gateways.sip_gateway import SipGateway
 from gateways.webrtc import WebRtcError, WebRtcLegChanged, WebRtcSessions
 from media.engine import DtmfReceived, LegTimedOut, MediaBridge, MediaEvent
@@ -86,6 +91,10 @@ class CallEnded(Event):
     """Why."""
 
 
+def _unowned(out: OutboundLeg) -> None:
+    """A handed-over leg's ``on_change`` until its new call takes it (``_arrive``)."""
+
+
 class Relation(enum.Enum):
     MEMBER = "member"
     BARGE = "barge"
@@ -119,6 +128,9 @@ class DispatchLeg:
     """A caller the hub answered itself (a call from the dispatch queue)."""
     replaces: list[str] = field(default_factory=list)
     """Transfer: the legs released once this one answers."""
+    transferred_from: str | None = None
+    """Attended transfer: the call this party was moved from (it is a party of this
+    call, never the dispatcher's own phone, even in a queued call)."""
 
     @property
     def id(self) -> str:
@@ -664,6 +676,164 @@ class CallService:
         self._dial_endpoint(call, dleg)
         log.info("%s: %s transferred to %s (by %s)", call_id, leg_id, target, operator)
         return call
+
+    def attended_transfer(self, call_id: str, leg_id: str, to_call: str, *,
+                          operator: str | None = None) -> DispatchCall:
+        """Attended transfer: ``leg_id``'s party in ``call_id`` (B, say a caller kept
+        waiting) and the party of the consultation call ``to_call`` (C, whom the
+        dispatcher called meanwhile) talk to each other; nobody is dialled.
+
+        ``call_id`` goes on (its id, bridge, recording, monitors): C's leg moves into
+        its bridge and ``to_call`` ends. The dispatcher leaves both calls: in a dispatch
+        call their own legs (browser, barge/monitor/whisper phones, the phone that
+        picked a queued caller up), in a SIP call the side opposite the kept one (the
+        transferor), whose phone must also be a party of a SIP ``to_call``. A SIP
+        phone's dialog that moves is handed to the originator, as if the hub had
+        dialled it (``SipGateway.take_party``).
+        """
+        if to_call == call_id:
+            raise CallInvalid("to_call must be another call than the one transferred")
+        gateway = self.gateway
+        sip1 = self._live_sip(call_id)
+        keep: str | None = None
+        call: DispatchCall | None = None
+        if sip1 is not None:
+            keep = gateway.side_of_leg(sip1, leg_id)
+            if keep is None:
+                raise CallNotFound(f"no leg {leg_id!r} in call {call_id}")
+            refusal = gateway.transfer_refusal(sip1, keep)
+            if refusal is not None:
+                raise CallConflict(refusal.why)
+            dispatcher = {gateway.side_peer(sip1, "b" if keep == "a" else "a")}
+            media, bridge = sip1.media, sip1.bridge
+            view = self.calls.get(call_id)
+        else:
+            call = self.get(call_id)
+            if call.ended is not None:
+                raise CallConflict(f"call {call_id} has ended")
+            if not call.owned:
+                raise CallConflict(f"call {call_id} cannot be transferred from here")
+            if call.entry is not None and call.entry.state != "answered":
+                raise CallConflict(f"queued call {call_id} is not picked up yet")
+            kept = call.legs.get(leg_id)
+            if kept is None or leg_id not in call.media.mixer:
+                raise CallNotFound(f"no answered leg {leg_id!r} in call {call_id}")
+            if self._dispatchers(call, kept):
+                raise CallConflict(f"leg {leg_id} is the dispatcher's own, not a party")
+            if any(d.replaces for d in call.legs.values()):
+                raise CallConflict(f"call {call_id} is already being transferred")
+            dispatcher = {d.out.name for d in call.legs.values()
+                          if d.out is not None and self._dispatchers(call, d)}
+            media, bridge = call.media, call.bridge
+            view = call
+        # The consultation call and who moves out of it.
+        sip2 = self._live_sip(to_call)
+        transferor: str | None = None
+        movers: list[DispatchLeg] = []
+        call2: DispatchCall | None = None
+        if sip2 is not None:
+            sides = [s for s in ("a", "b") if gateway.side_peer(sip2, s) in dispatcher]
+            if len(sides) != 1:
+                raise CallConflict(f"none of the phones of {to_call} is the dispatcher's in "
+                                   f"{call_id}: cannot tell whom to connect")
+            transferor = sides[0]
+            refusal = gateway.consultation_refusal(sip2, transferor)
+            if refusal is not None:
+                raise CallConflict(refusal.why)
+        else:
+            call2 = self.calls.get(to_call) or self._adopt(to_call)
+            if call2 is None:
+                raise CallNotFound(f"no call {to_call!r}")
+            if call2.ended is not None:
+                raise CallConflict(f"call {to_call} has ended")
+            if not call2.owned:
+                raise CallConflict(f"call {to_call} cannot be transferred from here")
+            parties = [d for d in call2.legs.values() if self._live(d)
+                       and d.relation is Relation.MEMBER and not self._dispatchers(call2, d)
+                       and not (d.out is not None and d.out.name in dispatcher)]
+            if any(d.out is None for d in parties):
+                raise CallConflict(f"the caller of {to_call} cannot leave the dispatch queue's "
+                                   f"call: transfer {call_id}'s party into {to_call} instead")
+            movers = [d for d in parties if d.out is not None
+                      and d.out.outcome is Outcome.ANSWERED and d.id in call2.media.mixer]
+            if not movers:
+                raise CallConflict(f"call {to_call} has no answered party to connect")
+            if sip1 is not None and len(movers) != 1:
+                raise CallConflict(f"{call_id} is a phone call: it can take one party, "
+                                   f"{to_call} has {len(movers)}")
+        # Checked: now nothing fails half-way.
+        reason = f"attended transfer into {call_id}"
+        arrivals: list[tuple[OutboundLeg, DispatchLeg | None]] = []
+        if sip2 is not None and transferor is not None:
+            out = gateway.take_party(sip2, transferor, media, bridge, on_change=_unowned)
+            arrivals.append((out, None))
+            adopted = self.calls.get(to_call)
+            if adopted is not None and adopted.ended is None:
+                self._finish_view(adopted, reason)
+        elif call2 is not None:
+            for dleg in movers:
+                assert dleg.out is not None
+                del call2.legs[dleg.id]
+                call2.media.move_leg(dleg.out.media.id, media)
+                call2.bridge.move_leg(dleg.out.leg, bridge, reason)
+                arrivals.append((dleg.out, dleg))
+            self.end(to_call, reason)
+        if sip1 is not None and keep is not None:
+            [(out, _)] = arrivals
+            gateway.complete_attended(sip1, keep, out)
+        elif call is not None:
+            for out, before in arrivals:
+                self._arrive(call, out, before, to_call)
+            kept = call.legs[leg_id]
+            if kept.held:
+                self._hold(call, leg_id, kept, False)
+        if view is not None:
+            for dleg in [d for d in view.legs.values()
+                         if self._live(d) and self._dispatchers(view, d)]:
+                self._release_leg(view, dleg.id, "transferred")
+            self._changed(view)
+        log.info("%s: %s connected with %s from %s (by %s)", call_id, leg_id,
+                 ", ".join(out.name for out, _ in arrivals), to_call, operator)
+        return self.get(call_id)
+
+    def _arrive(self, call: DispatchCall, out: OutboundLeg, before: DispatchLeg | None,
+                source: str) -> None:
+        """An answered party moved into ``call``'s bridge becomes one of its members."""
+        dleg = DispatchLeg(before.target if before else out.name, out,
+                           endpoints=list(before.endpoints) if before else [out.name],
+                           attempt=before.attempt if before else 0, transferred_from=source)
+
+        def changed(leg: OutboundLeg) -> None:
+            self._leg_changed(call, dleg, leg)
+
+        out.on_change = changed
+        call.legs[out.id] = dleg
+        if dleg.target not in call.targets:
+            call.targets.append(dleg.target)
+        self._apply_relation(call, dleg)
+        if out.media.direction in ("recvonly", "inactive"):
+            # Held in the consultation call: it talks now.
+            self.gateway.originator.reinvite(out, "sendrecv")
+
+    @staticmethod
+    def _dispatchers(call: DispatchCall, dleg: DispatchLeg) -> bool:
+        """The dispatcher's own leg: the browser, a barge/monitor/whisper phone, or the
+        phone that picked a queued caller up (not the caller, not a transferred party)."""
+        if dleg.browser is not None or dleg.relation is not Relation.MEMBER:
+            return True
+        return (call.entry is not None and dleg.local is None
+                and dleg.transferred_from is None)
+
+    def _live_sip(self, call_id: str) -> SipCall | None:
+        sip_call = self.gateway.calls.get(call_id)
+        return sip_call if sip_call is not None and not sip_call.ended else None
+
+    def _finish_view(self, view: DispatchCall, reason: str) -> None:
+        """A SIP call seen as a dispatch call is over (its legs went with its bridge)."""
+        view.ended = time.time()
+        self._by_bridge.pop(view.bridge.id, None)
+        self.bus.publish(CallEnded(call_id=view.id, reason=reason))
+        self._changed(view)
 
     @staticmethod
     def _live(dleg: DispatchLeg) -> bool:

@@ -160,6 +160,25 @@ class Originator:
         out.forks.append(fork)
         fork.tx = self.transport.send_request(invite, dest, context=(out, fork))
 
+    def adopt(self, leg: Leg, media: MediaLeg, sdp: SdpSession, dialog: Dialog,
+              target: Target, request: Request,
+              on_change: Callable[[OutboundLeg], None]) -> OutboundLeg:
+        """A party already in a confirmed dialog with the hub, held from now on as if the
+        hub had dialled it (answered): an attended transfer takes a phone out of the
+        call it was in. Its in-dialog requests come here; ``hang_up`` sends it BYE.
+
+        ``request`` is the INVITE that made the dialog (ours, or the phone's when it
+        called in: then no ACK or CANCEL is ever built from it); ``target.dest`` is
+        where the dialog's requests go.
+        """
+        fork = _Fork(target, request, provisional=True, final=200, dialog=dialog)
+        out = OutboundLeg(leg.peer, leg, media, sdp, on_change, forks=[fork], answered=fork,
+                          outcome=Outcome.ANSWERED, status=200)
+        self.legs[leg.id] = out
+        self._dialogs[dialog.id] = out
+        log.info("%s: leg %s handed over (dialog %s)", out.name, out.id, dialog.call_id)
+        return out
+
     # -- responses -----------------------------------------------------------------------------
     def owns(self, context: object) -> bool:
         return isinstance(context, tuple) and len(context) == 2 and isinstance(

@@ -6,6 +6,11 @@ to every registered contact). RTP flows through a relay session, so the hub can
 later record, barge into or monitor any call. In-dialog requests and responses on one
 side become their counterpart on the other.
 
+Transfers (RFC 3515 REFER): blind, the Refer-To user dialled into the call; attended
+(RFC 5589, a Refer-To with Replaces, RFC 3891), the party of the transferor's other call
+through the hub moved into this call's bridge, nobody dialled; an INVITE with Replaces
+takes over a dialog of its sender's own user.
+
 Authentication: REGISTER is challenged with 401, INVITE with 407, unless the request
 comes from a trunk's ``inbound_from`` address (carriers authenticate by IP). Nothing
 unauthenticated rings a phone or reaches a trunk.
@@ -36,9 +41,10 @@ from media.tones import RINGBACK_CN, Player, cadence_signal, music_on_hold
 from signaling.dialog import Dialog, DialogState, dialog_id_of_request, new_call_id, new_tag
 from signaling.digest import DigestServer
 from signaling.errors import ParseError
-from signaling.headers import quote_string
+from signaling.headers import parse_name_addr, quote_string
 from signaling.message import Request, Response, header_tag, make_cancel, make_response
 from signaling.registrar import Registrar
+from signaling.replaces import Replaces, parse_replaces, replaces_in_uri
 from signaling.stack import CloseConnection, StackEvent
 from signaling.transaction import (
     AckReceived,
@@ -102,6 +108,30 @@ class PendingReinvite:
     timer: asyncio.TimerHandle | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an attended transfer cannot be done, with the SIP status that says so."""
+
+    status: int
+    why: str
+
+    @property
+    def status_line(self) -> str:
+        """``481 Call/Transaction Does Not Exist``: for a sipfrag (RFC 3420)."""
+        return f"{self.status} {_REASONS.get(self.status, 'Failed')}"
+
+    def __str__(self) -> str:
+        return f"{self.status_line}: {self.why}"
+
+
+@dataclass(eq=False)
+class HubOffer:
+    """A re-INVITE the hub sent one side on its own (taking it off hold after a transfer)."""
+
+    call: Call
+    side: str
+
+
 @dataclass(eq=False)
 class Call:
     id: str
@@ -131,6 +161,8 @@ class Call:
     """Sides replaced by a transfer: their dialog is over, the call goes on without them."""
     transfer_keep: str | None = None
     ringback: Player | None = None
+    offering: set[str] = field(default_factory=set)
+    """Sides with a re-INVITE of the hub's own outstanding (``HubOffer``): theirs is glare."""
 
     @property
     def ended(self) -> bool:
@@ -229,6 +261,10 @@ class SipGateway:
         method = request.method
         if not tx.to_tag:
             tx.to_tag = new_tag()
+        if method != "INVITE" and request.headers.get("Replaces") is not None:
+            # RFC 3891 section 3: Replaces belongs in an INVITE only.
+            self._reply(tx, 400, "Replaces in a request other than INVITE")
+            return
         if dialog_id_of_request(request) is not None and method != "CANCEL":
             self._in_dialog(tx, request)
         elif method == "INVITE":
@@ -237,7 +273,7 @@ class SipGateway:
             self._register(tx, request)
         elif method == "OPTIONS":
             self._reply(tx, 200, headers=(("Allow", ALLOW), ("Accept", "application/sdp"),
-                                          ("Supported", "")))
+                                          ("Supported", "replaces")))
         elif method == "CANCEL":
             self._cancel(tx, request)
         elif method == "BYE":
@@ -320,6 +356,9 @@ class SipGateway:
             offered = SdpSession.read_offer(offer)
         except ParseError as exc:
             self._reply(tx, 488, exc.reason)
+            return
+        if request.headers.get_all("Replaces"):
+            self._invite_replaces(tx, request, None if trunk is not None else caller, offer)
             return
         dialled = _dialled(request)
         room = self.store.get_room(dialled) if dialled else None  # type: ignore[attr-defined]
@@ -475,6 +514,8 @@ class SipGateway:
             return
         if isinstance(ctx, PendingReinvite):
             self._forwarded_response(ctx, tx, response)
+        elif isinstance(ctx, HubOffer):
+            self._hub_offer_response(ctx, tx, response)
 
     def _branch_response(self, call: Call, branch: Branch, response: Response) -> None:
         code = response.status
@@ -795,14 +836,14 @@ class SipGateway:
             self._reply(pending.server_tx, 408)
 
     def _update_hold(self, call: Call, side: str, direction: str) -> None:
-        leg = call.a_leg if side == "a" else (call.b.leg if call.b else None)
+        leg = self._side_leg(call, side)
         if leg is None:
             return
-        other = call.b.media if side == "a" and call.b else call.a_media
+        other = self._party_media(call, side)
         if direction in ("sendonly", "inactive") and leg.state is LegState.UP:
             leg.set_state(LegState.HELD, direction)
             # The held party hears music, not dead air.
-            if call.moh is None and other.joined:
+            if call.moh is None and other is not None and other.joined:
                 call.moh = call.media.play(music_on_hold(call.media.rate), leg_id=other.id,
                                            loop=True)
         elif direction in ("sendrecv", "recvonly") and leg.state is LegState.HELD:
@@ -810,6 +851,27 @@ class SipGateway:
             if call.moh is not None:
                 call.media.stop_player(call.moh)
                 call.moh = None
+
+    def _side_leg(self, call: Call, side: str) -> Leg | None:
+        return call.a_leg if side == "a" else (call.b.leg if call.b else None)
+
+    def side_peer(self, call: Call, side: str) -> str:
+        """Who is on ``side``: the caller (an authenticated user, a trunk's number) or
+        the user or number the hub called."""
+        if side == "a":
+            return call.caller
+        return call.b.target.peer if call.b is not None else ""
+
+    def _party_media(self, call: Call, side: str) -> MediaLeg | None:
+        """The media of whoever talks with ``side``: the other side, or the party a
+        transfer brought in once the other side was released."""
+        other = _other(side)
+        if other not in call.released:
+            return self._side_media(call, other)[0]
+        out = call.transfer
+        if out is not None and out.outcome is Outcome.ANSWERED and not out.ended:
+            return out.media
+        return None
 
     def _side_media(self, call: Call, side: str) -> tuple[MediaLeg | None, SdpSession | None]:
         if side == "a":
@@ -928,13 +990,15 @@ class SipGateway:
     def _refer(self, call: Call, side: str, tx: ServerTransaction, request: Request) -> None:
         refer_to = request.headers.get("Refer-To") or request.headers.get("r") or ""
         try:
-            uri = _parse_target_uri(refer_to.split(";")[0].strip() if "<" not in refer_to
-                                    else refer_to[refer_to.index("<") + 1:refer_to.index(">")])
-        except (ParseError, ValueError):
-            self._reply(tx, 400, "Bad Refer-To")
+            uri = parse_name_addr(refer_to).uri
+            if not isinstance(uri, SipUri):
+                raise ParseError(f"not a SIP URI: {uri}")
+            replaces = replaces_in_uri(uri)
+        except ParseError as exc:
+            self._reply(tx, 400, f"Bad Refer-To: {exc.reason}"[:120])
             return
-        if "replaces" in refer_to.lower():
-            self._reply(tx, 501, "Attended transfer (Replaces) not supported")
+        if replaces is not None:
+            self._refer_replaces(call, side, tx, request, replaces)
             return
         target = uri.user_unescaped
         if not target:
@@ -948,18 +1012,265 @@ class SipGateway:
         if not route.targets:
             self._reply(tx, route.status or 404, route.reason or None)
             return
+        self._accept_refer(call, side, tx, request)
+        keep = _other(side)
+        try:
+            self.transfer(call, keep, target, notify_side=side)
+        except ValueError as exc:
+            call.log.info("REFER refused after 202: %s", exc)
+            self._notify_refer(call, side, "503 Service Unavailable", final=True)
+
+    def _accept_refer(self, call: Call, side: str, tx: ServerTransaction,
+                      request: Request) -> None:
+        """202, and the implicit subscription's first NOTIFY (RFC 3515 2.4.4)."""
         dialog, dest = self._side_dialog(call, side)
         contact = f"<{self.transport.contact_uri(dest or tx.source, 'hub')}>"
         self._reply(tx, 202, headers=(("Contact", contact),))
         if dialog is not None and dest is not None:
             dialog.update_target(request)
         self._notify_refer(call, side, "100 Trying", final=False)
-        keep = "b" if side == "a" else "a"
+
+    # -- attended transfer (RFC 5589 7.x: REFER with Replaces; or the API) ------------------
+    #
+    # The hub is the B2BUA between every pair of phones, so the transferor's two calls
+    # both end in it: the transferee B (call 1, where the REFER comes from) and the
+    # target C (call 2, named by the Replaces) need no new INVITE at all. C's dialog is
+    # handed to the originator as if the hub had dialled C, its media leg moves into
+    # call 1's bridge, and from there call 1 is exactly a completed blind transfer:
+    # B's side kept, the transferor's side released, C as ``call.transfer``. Call 1
+    # goes on (its id, bridge, recording, any monitor); call 2 was the consultation.
+
+    def _refer_replaces(self, call: Call, side: str, tx: ServerTransaction, request: Request,
+                        replaces: Replaces) -> None:
+        """A REFER whose Refer-To carries Replaces: join the REFER's other party (B) with
+        the party of the call the Replaces names (C); the transferor leaves both."""
+        keep = _other(side)
+        refusal = self.transfer_refusal(call, keep)
+        if refusal is not None:
+            call.log.info("attended REFER refused: %s", refusal.why)
+            self._reply(tx, refusal.status, "Call cannot be transferred now")
+            return
+        self._accept_refer(call, side, tx, request)
+        refusal = self._replaces_refusal(call, side, replaces)
+        if refusal is not None:
+            # What the target would have answered the transferee's INVITE (RFC 5589 7.x).
+            call.log.info("attended REFER (Replaces %s): %s", replaces, refusal)
+            self._notify_refer(call, side, refusal.status_line, final=True)
+            return
+        call2, side2 = self._dialogs[replaces.dialog_key]
+        call.log.info("attended transfer: side %s joins %s from %s", keep.upper(),
+                      self.side_peer(call2, _other(side2)), call2.id)
+        out = self.take_party(call2, side2, call.media, call.bridge, on_change=_ignore_leg)
+        self.complete_attended(call, keep, out, notify_side=side)
+
+    def _invite_replaces(self, tx: ServerTransaction, request: Request, user: str | None,
+                         offer: bytes) -> None:
+        """An INVITE with Replaces (RFC 3891): its sender takes the place of the party of
+        the dialog it names (say another device of the same user picking the call up);
+        the replaced party gets BYE. The new dialog is the hub's, answered at once."""
+        values = request.headers.get_all("Replaces")
+        if len(values) > 1:
+            self._reply(tx, 400, "More than one Replaces")
+            return
         try:
-            self.transfer(call, keep, target, notify_side=side)
-        except ValueError as exc:
-            call.log.info("REFER refused after 202: %s", exc)
-            self._notify_refer(call, side, "503 Service Unavailable", final=True)
+            replaces = parse_replaces(values[0])
+        except ParseError as exc:
+            self._reply(tx, 400, exc.reason)
+            return
+        found = self._dialogs.get(replaces.dialog_key)
+        refusal: Refusal | None
+        if found is None:
+            refusal = Refusal(481, "no such dialog")
+        else:
+            call, side = found
+            if call.ended or side in call.released:
+                refusal = Refusal(603, f"that dialog of {call.id} has ended")
+            elif call.state != "answered":
+                refusal = Refusal(481, f"{call.id} is not answered")
+            elif replaces.early_only:
+                refusal = Refusal(486, f"{call.id} is answered and Replaces says early-only")
+            elif user is None or user != self.side_peer(call, side):
+                # Section 3: only the replaced user (authenticated) may replace its dialog.
+                refusal = Refusal(403, f"{user or 'a trunk'} may not replace "
+                                       f"{self.side_peer(call, side)} in {call.id}")
+            else:
+                refusal = self.transfer_refusal(call, _other(side))
+        if refusal is not None:
+            log.info("INVITE with Replaces %s from %s: %s", replaces, tx.source, refusal)
+            self._reply(tx, refusal.status, _REASONS.get(refusal.status))
+            return
+        assert found is not None and user is not None
+        call, side = found
+        leg = call.bridge.add_leg("sip-user", user)
+        sdp = SdpSession(self.engine.advertised_host, call.media.rate)
+        try:
+            media = call.media.add_leg(leg.id, None, peer=user, join=False)
+        except Exception as exc:  # ports exhausted
+            call.log.error("no media port for %s replacing side %s: %s", user, side, exc)
+            leg.set_state(LegState.ENDED, "no media")
+            self._reply(tx, 503, "No media ports available")
+            return
+        try:
+            answer, neg = sdp.answer(offer, media.pair.rtp_port)
+            dialog = Dialog.from_uas(request, tx.to_tag)
+        except ParseError as exc:
+            call.media.remove_leg(media.id)
+            leg.set_state(LegState.ENDED, str(exc.status))
+            self._reply(tx, exc.status, exc.reason)
+            return
+        apply_negotiated(media, neg)
+        self.transport.respond(tx, make_response(request, 200, to_tag=tx.to_tag, body=answer,
+                                                 headers=(
+            ("Contact", f"<{self.transport.contact_uri(tx.source, 'hub')}>"), ("Allow", ALLOW),
+            ("Content-Type", "application/sdp"))))
+        leg.set_state(LegState.UP, "replaces")
+        call.media.join(media.id)
+        target = Target(uri=str(dialog.remote_target), dest=tx.source, peer=user,
+                        kind="sip-user", to_uri=str(dialog.remote_target))
+        out = self.originator.adopt(leg, media, sdp, dialog, target, request, _ignore_leg)
+        call.log.info("%s replaces side %s (INVITE with Replaces)", user, side.upper())
+        self.complete_attended(call, _other(side), out)
+
+    def _replaces_refusal(self, call: Call, side: str, replaces: Replaces) -> Refusal | None:
+        """Why the dialog ``replaces`` names cannot be taken over, as the status the
+        target would answer the transferee's INVITE with (RFC 3891 section 3)."""
+        found = self._dialogs.get(replaces.dialog_key)
+        if found is None:
+            return Refusal(481, "no such dialog")
+        call2, side2 = found
+        if call2 is call:
+            return Refusal(403, "Replaces names the REFER's own call")
+        if call2.ended or side2 in call2.released:
+            return Refusal(603, f"that dialog of {call2.id} has ended")
+        if call2.state != "answered":
+            # An early dialog the hub did not initiate (the transferor is calling).
+            return Refusal(481, f"{call2.id} is not answered")
+        if replaces.early_only:
+            return Refusal(486, f"{call2.id} is answered and Replaces says early-only")
+        if self.side_peer(call2, side2) != self.side_peer(call, side):
+            # Only the transferor's own dialog: the authorisation of section 3.
+            return Refusal(403, f"that dialog of {call2.id} is not the transferor's")
+        return self.consultation_refusal(call2, side2)
+
+    def transfer_refusal(self, call: Call, keep: str) -> Refusal | None:
+        """Why ``call`` cannot take part in an attended transfer keeping side ``keep``
+        (None: it can): answered, both sides there, nothing under way."""
+        if call.ended or call.state != "answered":
+            return Refusal(403, f"call {call.id} is not answered")
+        if call.transfer is not None and call.transfer.outcome is Outcome.PENDING:
+            return Refusal(491, f"call {call.id} is being transferred")
+        if call.released or (call.transfer is not None and not call.transfer.ended):
+            return Refusal(403, f"call {call.id} is no longer a two-party call")
+        if call.pending is not None or call.offering:
+            return Refusal(491, f"call {call.id} has a re-INVITE pending")
+        if keep not in ("a", "b") or call.b is None:
+            return Refusal(403, f"call {call.id} has no side {keep}")
+        return None
+
+    def consultation_refusal(self, call: Call, transferor: str) -> Refusal | None:
+        """Why the party opposite ``transferor`` cannot be taken out of ``call`` (the
+        consultation call of an attended transfer); None when it can."""
+        return self.transfer_refusal(call, _other(transferor))
+
+    def take_party(self, call: Call, transferor: str, media: MediaBridge, bridge: Bridge,
+                   on_change: Callable[[OutboundLeg], None]) -> OutboundLeg:
+        """Take the party opposite ``transferor`` out of ``call`` into ``media``/``bridge``.
+
+        Its dialog goes to the originator (an answered ``OutboundLeg`` from now on, as
+        if the hub had dialled it), its media leg and its leg move without a gap; the
+        transferor gets BYE and ``call`` ends. Raises ValueError if it cannot be done.
+        """
+        refusal = self.consultation_refusal(call, transferor)
+        if refusal is not None:
+            raise ValueError(refusal.why)
+        side = _other(transferor)
+        leg = self._side_leg(call, side)
+        side_media, sdp = self._side_media(call, side)
+        dialog, dest = self._side_dialog(call, side)
+        if leg is None or side_media is None or sdp is None or dialog is None or dest is None:
+            raise ValueError(f"call {call.id} has no side {side}")
+        if call.moh is not None:
+            call.media.stop_player(call.moh)
+            call.moh = None
+        if side == "a":
+            request = call.a_tx.request
+            target = Target(uri=str(dialog.remote_target), dest=dest, peer=call.caller,
+                            kind=leg.kind, to_uri=str(dialog.remote_target))
+            self.transport.endpoint.layer.stop_2xx_retransmission(call.a_tx)
+        else:
+            assert call.b is not None
+            request, target = call.b.request, call.b.target
+        # Not this call's side any more: nothing here sends it BYE or closes its media.
+        self._dialogs.pop(dialog.id, None)
+        call.released.add(side)
+        call.media.move_leg(side_media.id, media)
+        call.bridge.move_leg(leg, bridge, f"attended transfer from {call.id}")
+        out = self.originator.adopt(leg, side_media, sdp, dialog, target, request, on_change)
+        call.log.info("%s (side %s) handed over to bridge %s; the transferor leaves",
+                      out.name, side.upper(), bridge.id)
+        self._bye_side(call, transferor)
+        self._end(call, "attended transfer")
+        return out
+
+    def complete_attended(self, call: Call, keep: str, out: OutboundLeg,
+                          notify_side: str | None = None) -> None:
+        """``out`` (answered, already in ``call``'s bridge) replaces the side that is not
+        ``keep``: that side hears the REFER's final NOTIFY (if it sent one) and BYE."""
+        gone = _other(keep)
+        call.transfer = out
+        call.transfer_keep = keep
+
+        def changed(leg: OutboundLeg) -> None:
+            self._transfer_changed(call, keep, gone, leg, notify_side)
+
+        out.on_change = changed
+        if notify_side is not None:
+            self._notify_refer(call, notify_side, "200 OK", final=True)
+        self._release_side(call, gone, "transferred", bye=True)
+        # The transferor had put them on hold to consult: they talk to each other now.
+        kept_media, _ = self._side_media(call, keep)
+        if kept_media is not None and kept_media.direction in ("recvonly", "inactive"):
+            self._offer_side(call, keep, "sendrecv")
+        if out.media.direction in ("recvonly", "inactive"):
+            self.originator.reinvite(out, "sendrecv")
+        call.log.info("attended transfer: %s now talks with %s", self.side_peer(call, keep),
+                      out.name)
+
+    def _offer_side(self, call: Call, side: str, direction: str) -> None:
+        """A re-INVITE of the hub's own to one side (``HubOffer``), e.g. off hold."""
+        media, sdp = self._side_media(call, side)
+        dialog, dest = self._side_dialog(call, side)
+        if media is None or sdp is None or dialog is None or dest is None:
+            return
+        request = dialog.create_request("INVITE", via=self.transport.via(dest, new_branch()),
+                                        contact=f"<{self.transport.contact_uri(dest, 'hub')}>")
+        request.body = sdp.offer(media.pair.rtp_port, direction=direction)
+        request.headers.add("Content-Type", "application/sdp")
+        call.offering.add(side)
+        self.transport.send_request(request, dest, context=HubOffer(call, side))
+
+    def _hub_offer_response(self, ctx: HubOffer, tx: ClientTransaction,
+                            response: Response) -> None:
+        code = response.status
+        if code < 200:
+            return
+        call, side = ctx.call, ctx.side
+        call.offering.discard(side)
+        dialog, dest = self._side_dialog(call, side)
+        if code >= 300:
+            call.log.info("side %s refused our re-INVITE: %s", side.upper(), code)
+            return
+        if dialog is not None and dest is not None:
+            ack = dialog.create_request("ACK", via=self.transport.via(dest, new_branch()),
+                                        cseq=tx.request.cseq.number)
+            self.transport.send_ack(ack, dest)
+        media, sdp = self._side_media(call, side)
+        answer = extract_sdp(response)
+        if call.ended or media is None or sdp is None or answer is None:
+            return
+        neg = _read_answer(sdp, answer)
+        if neg is not None:
+            apply_negotiated(media, neg)
 
     def _notify_refer(self, call: Call, side: str, status_line: str, *, final: bool) -> None:
         dialog, dest = self._side_dialog(call, side)
@@ -987,12 +1298,17 @@ class SipGateway:
         if offer is None:
             self._reply(tx, 488, "An SDP offer is required")
             return
+        if side in call.offering:
+            # RFC 3261 14.2: our own re-INVITE to this side is pending (glare).
+            self._reply(tx, 491, headers=(("Retry-After", "1"),))
+            return
         try:
             answer, neg = sdp.answer(offer, media.pair.rtp_port)
         except ParseError as exc:
             self._reply(tx, 488, exc.reason)
             return
         apply_negotiated(media, neg)
+        self._update_hold(call, side, neg.direction)
         dialog.update_target(request)
         resp = make_response(request, 200, to_tag=tx.to_tag or None, body=answer, headers=(
             ("Contact", f"<{self.transport.contact_uri(dest, 'hub')}>"),
@@ -1037,6 +1353,8 @@ class SipGateway:
         if call.pending is not None and call.pending.timer is not None:
             call.pending.timer.cancel()
         self.originator.hang_up_bridge(call.media, reason)
+        # The transfer target's on_change closes over the call: let go of it (no cycle).
+        call.transfer = None
         call.media.close()
         call.bridge.close(reason)
         self._by_bridge.pop(call.bridge.id, None)
@@ -1107,6 +1425,9 @@ class SipGateway:
                     branch.leg.set_state(LegState.ENDED, "timeout")
                 if call.state in ("routing", "ringing") and all(b.final for b in call.branches):
                     self._all_failed(call)
+        elif isinstance(ctx, HubOffer):
+            ctx.call.offering.discard(ctx.side)
+            ctx.call.log.info("side %s never answered our re-INVITE", ctx.side.upper())
         elif isinstance(ctx, PendingReinvite):
             resp = Response(status=408, reason="Request Timeout")
             resp.headers = make_response(ctx.server_tx.request, 408).headers
@@ -1130,6 +1451,14 @@ class SipGateway:
         self.rooms.shutdown()
         self.queue.shutdown()
         self.originator.shutdown()
+
+
+def _other(side: str) -> str:
+    return "b" if side == "a" else "a"
+
+
+def _ignore_leg(out: OutboundLeg) -> None:
+    """The ``on_change`` of a handed-over leg until its new owner sets its own."""
 
 
 def _dialled(request: Request) -> str | None:
@@ -1177,8 +1506,10 @@ def _best_failure(codes: list[int]) -> int:
     return min(four) if four else min(mapped)
 
 
-_REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
-            486: "Busy Here", 487: "Request Terminated", 603: "Decline"}
+_REASONS = {403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+            480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+            486: "Busy Here", 487: "Request Terminated", 491: "Request Pending",
+            603: "Decline"}
 
 
 def random_id() -> str:

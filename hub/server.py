@@ -159,7 +159,9 @@ async def start(config: ServeConfig) -> Hub:
     engine = MediaEngine(ports, advertised_host=media_host)
     digest = DigestServer(store.realm, os.urandom(32), algorithms=config.auth_algorithms)
     registrar = Registrar(StoreLocation(store))
-    endpoint = SipEndpoint(server_name=f"dispatch-hub/{__version__}")
+    # Require: replaces is understood (RFC 3891: an INVITE taking over a dialog).
+    endpoint = SipEndpoint(server_name=f"dispatch-hub/{__version__}",
+                           supported_extensions=frozenset({"replaces"}))
     transport = SipTransport(endpoint)
     recordings = RecordingIndex.open(config.data_dir)
     report = recordings.recover(time.time())

@@ -183,6 +183,9 @@ class LegIO(Protocol):
 
     def close(self) -> None: ...
 
+    def moved_to(self, bridge: MediaBridge) -> None:
+        """Now in ``bridge`` (``MediaBridge.move_leg``): follow its rate, keep the wire."""
+
 
 
 @dataclass
@@ -280,6 +283,24 @@ class MediaLeg:
         self._rx_ssrc = None
         self.dtmf_in = DtmfReceiver(codec.clock_rate)
         self._silent_payload = None
+
+    def moved_to(self, bridge: MediaBridge) -> None:
+        """The leg now belongs to ``bridge`` (``MediaBridge.move_leg``).
+
+        Everything on the wire stays: ports, SSRC, sequence and timestamp, the latched
+        address, the codec. What depends on the bridge follows it: the resamplers (the
+        new bridge may mix at another rate) and the jitter buffer, restarted so the
+        first frame pulled there is not one that waited through the move.
+        """
+        self.bridge = bridge
+        codec = self.codec
+        if codec is None:
+            return
+        rate = bridge.rate
+        self._down = Resampler(codec.sample_rate, rate) if codec.sample_rate != rate else None
+        self._up = Resampler(rate, codec.sample_rate) if codec.sample_rate != rate else None
+        self._encode_table = _G711_ENCODE.get(codec.name) if self._up is None else None
+        self.jitter = JitterBuffer(codec.clock_rate, self.frame_ts)
 
     # -- addressing ----------------------------------------------------------------------
     @property
@@ -688,6 +709,49 @@ class MediaBridge:
         self.talking.discard(leg_id)
         self.leg_players.pop(leg_id, None)
         leg.close()
+
+    def move_leg(self, leg_id: str, to: MediaBridge) -> LegIO:
+        """Move a leg into another bridge without a gap on the wire (attended transfer).
+
+        The leg leaves this bridge's mix as ``remove_leg`` would take it out, but is not
+        closed: its sockets, SSRC, sequence numbers and remote address go on, so the
+        phone sees one unbroken RTP stream. It joins ``to``'s mix if it was in this one
+        (an unanswered leg stays out); what it was playing here (music on hold, a
+        prompt) stays here; a talk spurt in progress ends here (``TalkerChanged``).
+        Both recordings note the move (``leg_left`` here, ``leg_joined`` there).
+        """
+        if to is self:
+            raise ValueError(f"leg {leg_id} is already in bridge {self.id}")
+        if to.closed or to.engine is not self.engine:
+            raise ValueError(f"bridge {to.id} cannot take legs")
+        if leg_id in to.legs:
+            raise ValueError(f"leg {leg_id} already in bridge {to.id}")
+        leg = self.legs.get(leg_id)
+        if leg is None:
+            raise ValueError(f"no leg {leg_id} in bridge {self.id}")
+        joined = leg.joined
+        if joined:
+            slot = self.mixer.slot(leg_id)
+            self._talker.reset(slot)
+            self._active[slot] = False
+            self._frames[slot] = 0
+            self.mixer.remove(leg_id)
+        del self.legs[leg_id]
+        leg.joined = False
+        if joined:
+            self._joined_changed()
+            if self.recorder is not None:
+                self.recorder.leg_left(leg_id, time.time())
+        if leg_id in self.talking:
+            self.talking.discard(leg_id)
+            self.engine.emit(TalkerChanged(self.id, leg_id, False))
+        self.leg_players.pop(leg_id, None)
+        leg.moved_to(to)
+        to.legs[leg_id] = leg
+        if joined:
+            to.join(leg_id)
+        log.info("leg %s (%s) moved from bridge %s to %s", leg_id, leg.peer, self.id, to.id)
+        return leg
 
     # -- playback ---------------------------------------------------------------------------------
     def play(self, samples: Pcm, *, leg_id: str | None = None, loop: bool = False) -> Player:

@@ -212,6 +212,15 @@ class WebRtcLeg:
         self._silence = np.zeros(bridge.samples, dtype=np.int16)
         self._reader: asyncio.Task[None] | None = None
 
+    def moved_to(self, bridge: MediaBridge) -> None:
+        """The leg now belongs to ``bridge`` (``MediaBridge.move_leg``): its rate, its frames."""
+        self.bridge = bridge
+        rate = bridge.rate
+        self._down = Resampler(WEBRTC_RATE, rate) if rate != WEBRTC_RATE else None
+        self._up = Resampler(rate, WEBRTC_RATE) if rate != WEBRTC_RATE else None
+        self._silence = np.zeros(bridge.samples, dtype=np.int16)
+        self._in.clear()  # frames queued at the old bridge's rate
+
     # -- in: the browser's microphone -------------------------------------------------------
     def consume(self, track: MediaStreamTrack) -> None:
         """Read the browser's audio track until it ends or the leg closes."""

@@ -91,6 +91,8 @@ class RtpPhone:
         return ulaw_decode(np.frombuffer(b"".join(self.heard), dtype=np.uint8))
 
     def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # a sender still running would write to a closed socket
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
 
