@@ -40,6 +40,7 @@ _CATEGORIES: Final = (
         ("gas_leak", "燃气泄漏", "Gas leak"),
         ("industrial", "生产安全事故", "Industrial accident"),
         ("power_outage", "大面积停电", "Power outage"),
+        ("explosion", "爆炸事故", "Explosion"), ("drowning", "溺水事故", "Drowning"),
         ("environmental", "环境污染事件", "Environmental pollution"))),
     ("public_health", "公共卫生事件", "Public health", (
         ("epidemic", "传染病疫情", "Epidemic"), ("food_poisoning", "食物中毒", "Food poisoning"),
@@ -61,11 +62,27 @@ for _code, _zh, _en, _subtypes in _CATEGORIES:
 
 _ALIASES: Final[dict[str, str]] = {}
 for _t in TYPES.values():
-    for _name in (_t.code, _t.zh, _t.en.lower(), _t.code.replace("_", " "),
-                  _t.code.replace("_", "-")):
+    _en = _t.en.lower()
+    for _name in (_t.code, _t.zh, _en, _en.replace(" ", "_"), _en.replace(" ", "-"),
+                  _t.code.replace("_", " "), _t.code.replace("_", "-")):
         _ALIASES.setdefault(_name, _t.code)
+# Other words the field uses for the same things.
+for _name, _code in (("public_security", "public_safety"), ("security", "public_safety"),
+                     ("natural", "natural_disaster"), ("disaster", "natural_disaster"),
+                     ("health", "public_health"), ("chemical", "hazmat"),
+                     ("chemical_leak", "hazmat"), ("collapse", "building_collapse"),
+                     ("traffic_accident", "traffic"), ("road_accident", "traffic"),
+                     ("wildfire", "forest_fire"), ("building_fire", "fire"),
+                     ("infectious_disease", "epidemic"), ("terror", "terrorism"),
+                     ("火警", "fire"), ("车祸", "traffic"), ("危化品泄漏", "hazmat"),
+                     ("疫情", "epidemic"), ("暴恐", "terrorism"), ("山洪", "flood"),
+                     ("洪水", "flood"), ("森林火灾", "forest_fire")):
+    _ALIASES.setdefault(_name, _code)
 
 LEVELS: Final = ("I", "II", "III", "IV")
+# Roman numeral characters and Chinese numerals as dispatchers type them (Ⅲ级, 三级).
+_LEVEL_WORDS: Final = {"Ⅰ": "I", "Ⅱ": "II", "Ⅲ": "III", "Ⅳ": "IV",
+                       "一": "I", "二": "II", "三": "III", "四": "IV"}
 LEVEL_NAMES_ZH: Final = ("特别重大", "重大", "较大", "一般")
 
 
@@ -95,7 +112,8 @@ def level(value: object, field: str = "level") -> int:
     if isinstance(value, int) and 1 <= value <= 4:
         return value
     if isinstance(value, str):
-        text = value.strip().upper().removesuffix("级")
+        text = value.strip().upper().removeprefix("LEVEL").strip().removesuffix("级")
+        text = _LEVEL_WORDS.get(text, text)
         if text in LEVELS:
             return LEVELS.index(text) + 1
         if text.isdigit() and 1 <= int(text) <= 4:

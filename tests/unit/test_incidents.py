@@ -76,6 +76,11 @@ def test_types_and_levels_accept_the_fields_own_words(database: Database) -> Non
     c = incidents.create({**FIRE, "type": "public_health", "level": 1})
     d = incidents.create({**FIRE, "type": "accident/fire"})
     assert d["type"] == "fire"
+    for words, (kind, level) in {("traffic_accident", "Ⅲ级"): ("traffic", 3),
+                                 ("火警", "三级"): ("fire", 3),
+                                 ("Hazardous chemicals", "Level II"): ("hazmat", 2)}.items():
+        made = incidents.create({**FIRE, "type": words[0], "level": words[1]})
+        assert (made["type"], made["level"]) == (kind, level), words
     with pytest.raises(InvalidInput):
         incidents.create({**FIRE, "type": "public_health/fire"})
     assert (a["type"], a["level"]) == ("fire", 3)
