@@ -117,6 +117,9 @@ class ResponseService:
         self.calls = calls
         self.bus = bus
         self.notifier: Notifier = notifier or LogNotifier()
+        if hasattr(self.notifier, "on_failure"):
+            # Delivered later (a webhook): a failure reaches the timeline when known.
+            self.notifier.on_failure = self._notice_failed
         self.clock = clock
         self.live: dict[int, LiveResponse] = {}
         """Running responses by incident id."""
@@ -320,6 +323,14 @@ class ResponseService:
         self.incidents.record(live.incident_id, kind, {
             "person": responder.person, "role": responder.role, "reason": reason,
             "text": text, "channel": self.notifier.channel, **extra})
+
+    def _notice_failed(self, notice: Notice, reason: str) -> None:
+        try:
+            self.incidents.record(notice.incident_id, "notification.failed", {
+                "person": notice.person, "reason": notice.reason, "text": notice.text,
+                "channel": self.notifier.channel, "error": reason})
+        except Exception:
+            log.exception("incident %d: cannot record a failed notice", notice.incident_id)
 
     def _deadline(self, live: LiveResponse, responder: Responder) -> None:
         responder.timer = None

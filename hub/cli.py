@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="incidents, plans and resources: postgresql://USER@HOST/DB or sqlite:///PATH "
         "(default: $HUB_DATABASE_URL, else DATA_DIR/incidents.sqlite3)",
     )
+    serve.add_argument(
+        "--notifier", default="log", metavar="SPEC",
+        help="where text notices to responders go: log, or webhook:URL (each notice "
+        "POSTed as JSON; an SMS gateway) (default: %(default)s)",
+    )
     serve.set_defaults(handler=_serve)
 
     # -- user
@@ -459,6 +464,7 @@ def _serve(args: argparse.Namespace) -> int:
             ring_timeout=args.ring_timeout,
             recording_segment_seconds=args.recording_segment_seconds,
             database_url=args.database or None,
+            notifier=args.notifier,
         )
     except ConfigError as exc:
         raise _UsageError(f"hub serve: error: {exc}", EXIT_USAGE) from None

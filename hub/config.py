@@ -58,6 +58,9 @@ class ServeConfig:
     recording_segment_seconds: float = 60.0
     """Length of a recording's segment files: a kill loses at most the open segment's
     last second, and every closed segment is a complete file."""
+    notifier: str = "log"
+    """How text notices go out: ``log`` (the log and the incident's timeline only) or
+    ``webhook:URL`` (each notice POSTed as JSON)."""
     database_url: str | None = None
     """Where incidents, plans and resources live: ``postgresql://user@host/db`` or
     ``sqlite:///path``; None is the embedded default, ``DATA_DIR/incidents.sqlite3``."""
@@ -65,6 +68,10 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not self.bind:
             raise ConfigError("bind address must not be empty")
+        if self.notifier != "log" and not self.notifier.startswith(
+                ("webhook:http://", "webhook:https://")):
+            raise ConfigError(f"--notifier must be log or webhook:http(s)://..., "
+                              f"not {self.notifier!r}")
         for what, port in (
             ("SIP port", self.sip_port),
             ("HTTP port", self.http_port),

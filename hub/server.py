@@ -36,6 +36,7 @@ from dispatch.calls import CallService
 from dispatch.directory import DirectoryService
 from dispatch.evidence import collect_evidence, write_evidence_pack
 from dispatch.incidents import CallFacts, IncidentService
+from dispatch.notify import notifier_from_spec
 from dispatch.plans import PlanService
 from dispatch.resources import ResourceService
 from dispatch.response import ResponseService
@@ -186,7 +187,8 @@ async def start(config: ServeConfig) -> Hub:
     incidents = IncidentService(db, bus, call_facts=lambda call_id: _call_facts(calls, call_id),
                                 attach_call=calls.attach_incident)
     plans = PlanService(db, person_exists=lambda name: person_exists(directory, store, name))
-    responses = ResponseService(db, incidents, plans, calls, bus)
+    responses = ResponseService(db, incidents, plans, calls, bus,
+                                notifier=notifier_from_spec(config.notifier))
     resources = ResourceService(db, incidents)
     audit.listeners.append(incidents.on_audit)
     engine.on_event = gateway.on_media_event
