@@ -259,6 +259,7 @@ class ResponseService:
         """Bring the board up to date with the call; store and tell what changed."""
         now = self.clock()
         changed: list[tuple[Responder, str]] = []
+        dirty: list[Responder] = []
         for responder in live.responders:
             old = responder.state
             new = self._state_of(responder)
@@ -281,7 +282,9 @@ class ResponseService:
             responder.updated_at = now
             if new != old:
                 changed.append((responder, old))
-            self._store(responder)
+            dirty.append(responder)
+        if dirty:
+            self._store(*dirty)
         entries = [("responder.state", {
             "response_id": live.id, "responder_id": r.id, "role": r.role, "person": r.person,
             "old": old, "new": r.state, "endpoint": r.endpoint, "attempts": r.attempts,
@@ -294,13 +297,16 @@ class ResponseService:
                              live.plan.get("notification") or self._default_notice(live))
         self._publish(live)
 
-    def _store(self, r: Responder) -> None:
+    def _store(self, *responders: Responder) -> None:
+        """Write the rows in one transaction (a 100-responder board changes at once)."""
         with self.db.transaction() as tx:
-            tx.execute("UPDATE responders SET state = ?, escalated = ?, notified = ?,"
-                       " endpoint = ?, attempts = ?, leg_id = ?, answered_at = ?,"
-                       " confirmed_at = ?, updated_at = ? WHERE id = ?",
-                       (r.state, int(r.escalated), int(r.notified), r.endpoint, r.attempts,
-                        r.leg_id, r.answered_at, r.confirmed_at, r.updated_at, r.id))
+            tx.executemany(
+                "UPDATE responders SET state = ?, escalated = ?, notified = ?,"
+                " endpoint = ?, attempts = ?, leg_id = ?, answered_at = ?,"
+                " confirmed_at = ?, updated_at = ? WHERE id = ?",
+                [(r.state, int(r.escalated), int(r.notified), r.endpoint, r.attempts,
+                  r.leg_id, r.answered_at, r.confirmed_at, r.updated_at, r.id)
+                 for r in responders])
 
     def _default_notice(self, live: LiveResponse) -> str:
         incident = self.incidents.get(live.incident_id)
