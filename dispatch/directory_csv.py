@@ -25,12 +25,11 @@ physical line numbers, the header being line 1) and nothing is written.
 
 from __future__ import annotations
 
-import csv
-import io
 import sqlite3
 from dataclasses import dataclass
 from typing import Final
 
+from .csv_records import MalformedCsv, decode, records
 from .directory import (
     ENDPOINT_KINDS,
     PERSON_KINDS,
@@ -60,18 +59,6 @@ class ImportRow:
     groups: tuple[str, ...]
 
 
-def _decode(data: bytes | str) -> str:
-    if isinstance(data, str):
-        return data.removeprefix("\ufeff")
-    if len(data) > MAX_BYTES:
-        raise ImportFailed([LineError(1, f"the file is larger than {MAX_BYTES} bytes")])
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ImportFailed([LineError(line, f"not UTF-8 text (byte {exc.start + 1})")]) from None
-
-
 def parse_csv(data: bytes | str) -> list[ImportRow]:
     """Rows of a directory CSV, checked one by one; ``ImportFailed`` lists every bad line."""
     rows, errors = check_csv(data)
@@ -85,17 +72,12 @@ def check_csv(data: bytes | str) -> tuple[list[ImportRow], list[LineError]]:
 
     A file that can't be read at all (not UTF-8, a bad header) raises ``ImportFailed``.
     """
-    text = _decode(data)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    text = decode(data, max_bytes=MAX_BYTES)
     errors: list[LineError] = []
     rows: list[ImportRow] = []
     header: dict[str, int] | None = None
-    last_line = 0
     try:
-        for record in reader:
-            line, last_line = last_line + 1, reader.line_num
-            if not record or all(not cell.strip() for cell in record):
-                continue
+        for line, record in records(text):
             if header is None:
                 names = [cell.strip().lower() for cell in record]
                 unknown = [n for n in names if n not in COLUMNS]
@@ -177,8 +159,8 @@ def check_csv(data: bytes | str) -> tuple[list[ImportRow], list[LineError]]:
                                       tuple(dict.fromkeys(groups))))
             if len(errors) >= MAX_ERRORS:
                 break
-    except csv.Error as exc:
-        errors.append(LineError(reader.line_num or 1, f"malformed CSV: {exc}"))
+    except MalformedCsv as exc:
+        errors.append(LineError(exc.line, exc.message))
     if header is None and not errors:
         errors.append(LineError(1, "the file is empty: a header row is needed "
                                    f"(columns {', '.join(COLUMNS)})"))

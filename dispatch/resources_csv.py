@@ -35,8 +35,6 @@ numbers, the header being line 1) and nothing is written.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from storage.sql import Tx
 
+from .csv_records import MalformedCsv, decode, records
 from .errors import DispatchError, ImportFailed, LineError
 from .resources import (
     KIND_FIELDS,
@@ -92,20 +91,6 @@ class ImportRow:
     """The checked values of the row's non-empty cells (name and kind excepted)."""
 
 
-def _decode(data: bytes | str) -> str:
-    if isinstance(data, str):
-        return data.removeprefix("\ufeff")
-    if len(data) > MAX_BYTES:
-        raise ImportFailed([LineError(1, f"the file is larger than {MAX_BYTES} bytes")])
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ImportFailed([LineError(
-            line, f"not UTF-8 text (byte {exc.start + 1}): save the file as CSV UTF-8")]) \
-            from None
-
-
 def parse_csv(data: bytes | str) -> list[ImportRow]:
     """Rows of a resources CSV, checked one by one; ``ImportFailed`` lists every bad line."""
     rows, errors = check_csv(data)
@@ -119,17 +104,12 @@ def check_csv(data: bytes | str) -> tuple[list[ImportRow], list[LineError]]:
 
     A file that can't be read at all (not UTF-8, a bad header) raises ``ImportFailed``.
     """
-    text = _decode(data)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    text = decode(data, max_bytes=MAX_BYTES)
     errors: list[LineError] = []
     rows: list[ImportRow] = []
     header: dict[str, int] | None = None
-    last_line = 0
     try:
-        for record in reader:
-            line, last_line = last_line + 1, reader.line_num
-            if not record or all(not cell.strip() for cell in record):
-                continue
+        for line, record in records(text):
             if header is None:
                 header = _header(record, line)
                 continue
@@ -148,8 +128,8 @@ def check_csv(data: bytes | str) -> tuple[list[ImportRow], list[LineError]]:
                 rows.append(row)
             if len(errors) >= MAX_ERRORS:
                 break
-    except csv.Error as exc:
-        errors.append(LineError(reader.line_num or 1, f"malformed CSV: {exc}"))
+    except MalformedCsv as exc:
+        errors.append(LineError(exc.line, exc.message))
     if header is None and not errors:
         errors.append(LineError(1, "the file is empty: a header row is needed "
                                    f"(columns {', '.join(COLUMNS)})"))

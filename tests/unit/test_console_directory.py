@@ -378,7 +378,8 @@ def test_import_refuses_non_utf8_and_wrong_types(c: Console) -> None:
     response = c.post("/api/directory/import", content=b"name\n\xff\xfe\n",
                       headers={"content-type": "text/csv"})
     assert response.status_code == 422
-    assert response.json()["errors"] == [{"line": 2, "message": "not UTF-8 text (byte 6)"}]
+    assert response.json()["errors"] == [{"line": 2, "message": "not UTF-8 text (byte 6): "
+                                                      "save the file as CSV UTF-8"}]
     response = c.post("/api/directory/import", json={"name": "x"})
     assert response.status_code == 415 and "text/csv" in response.json()["message"]
 
