@@ -22,6 +22,7 @@ from bridges.model import LegState
 from dispatch.calls import CallChanged, CallEnded
 from gateways.sip_gateway import Call as SipCall
 from hub.server import Hub
+from tests.integration.api_client import bearer
 from tests.integration.conftest import sip_port
 from tests.integration.test_dispatch_calls import LOUD, TONES, _phones, _until, heard
 from tests.peers import scaled
@@ -32,13 +33,6 @@ pytestmark = pytest.mark.peers
 
 ALICE_2 = "dave"
 """The tone alice sends in her second call (2400 Hz), to tell her two calls apart."""
-
-
-async def _token(client: httpx.AsyncClient) -> dict[str, str]:
-    resp = await client.post("/api/auth/token",
-                             json={"username": "op", "password": "op-password-1"})
-    assert resp.status_code == 200, resp.text
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
 
 
 def _sip_call(hub: Hub, ua_call: UaCall) -> SipCall:
@@ -76,7 +70,7 @@ async def test_attended_transfer_through_the_api(hub: Hub, phone_factory: PhoneF
     await _until(lambda: bob_leg in first.media.mixer and carol_leg in consult.media.mixer)
     await asyncio.sleep(scaled(1.5))
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
-        headers = await _token(client)
+        headers = await bearer(client)
         url = f"/api/calls/{first.id}/legs/{bob_leg}/transfer"
         for body, status, says in (
                 ({"target": "carol", "to_call": consult.id}, 422, "only one of"),
@@ -289,7 +283,7 @@ async def test_api_joins_a_phone_call_with_a_dispatch_call(
         await _until(lambda: carol_leg in consult.media.mixer)
         await asyncio.sleep(scaled(1.0))
         async with httpx.AsyncClient(base_url=hub.http.url) as client:
-            headers = await _token(client)
+            headers = await bearer(client)
             url = f"/api/calls/{sip1.id}/legs/{sip1.b.leg.id}/transfer"
             t_joined = time.monotonic()
             resp = await client.post(url, headers=headers, json={"to_call": consult.id})
@@ -386,7 +380,7 @@ async def test_api_moves_a_phone_call_party_into_a_dispatch_call(
         carol_leg = sip2.b.leg.id
         await asyncio.sleep(scaled(1.0))
         async with httpx.AsyncClient(base_url=hub.http.url) as client:
-            headers = await _token(client)
+            headers = await bearer(client)
             t_joined = time.monotonic()
             resp = await client.post(f"/api/calls/{first.id}/legs/{bob_leg}/transfer",
                                      headers=headers, json={"to_call": sip2.id})
@@ -424,7 +418,7 @@ async def test_queued_caller_is_connected_to_a_consulted_party(
     phones = await _phones(hub, phone_factory, ["alice", "bob", "carol"])
     alice, bob, carol = phones["alice"], phones["bob"], phones["carol"]
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
-        headers = await _token(client)
+        headers = await bearer(client)
         await alice.dial(f"sip:{hub.store.dispatch_number}@127.0.0.1:{sip_port(hub)}")
         await alice.wait_event("CALL_ESTABLISHED", timeout=scaled(10))
         t0_alice = time.monotonic()

@@ -6,8 +6,6 @@ the roles the plan adds at that level; lowering it stands them down; closing the
 incident ends the response and sends the closing notice.
 """
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest_asyncio
 
 from hub.config import ServeConfig
 from hub.server import Hub, start
-from tests.peers import scaled
+from tests.integration.api_client import operator, poll
 from tests.pg import PostgresServer
 
 
@@ -47,24 +45,6 @@ async def any_hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             yield running
 
 
-async def _token(client: httpx.AsyncClient, hub: Hub, role: str) -> dict[str, str]:
-    hub.auth.add_operator(f"op-{role}", role, password="op-password-1")
-    resp = await client.post("/api/auth/token",
-                             json={"username": f"op-{role}", "password": "op-password-1"})
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
-
-
-async def _until(client: httpx.AsyncClient, headers: dict[str, str], path: str,
-                 done: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        body = (await client.get(path, headers=headers)).json()
-        if done(body):
-            return body
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.1)
-
-
 def _states(response: dict[str, Any]) -> dict[str, str]:
     return {r["person"]: r["state"] for r in response["responders"]}
 
@@ -72,8 +52,8 @@ def _states(response: dict[str, Any]) -> dict[str, str]:
 async def test_level_changes_mobilise_and_stand_down(any_hub: Hub) -> None:
     hub = any_hub
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
-        disp = await _token(client, hub, "dispatcher")
-        sup = await _token(client, hub, "supervisor")
+        disp = await operator(client, hub, "dispatcher")
+        sup = await operator(client, hub, "supervisor")
         resp = await client.post("/api/plans", headers=disp, json={
             "name": "p", "incident_type": "flood", "level": 3, "roles": []})
         assert resp.status_code == 403  # plans are a supervisor's
@@ -104,7 +84,7 @@ async def test_level_changes_mobilise_and_stand_down(any_hub: Hub) -> None:
                                   json={"plan_id": plan["id"]})
         assert again.status_code == 409
 
-        response = await _until(client, disp, base + "/response",
+        response = await poll(client, disp, base + "/response",
                                 lambda r: _states(r).get("bob") == "unreachable")
         assert _states(response)["alice"] == "escalated"
         bob = next(r for r in response["responders"] if r["person"] == "bob")
@@ -113,12 +93,12 @@ async def test_level_changes_mobilise_and_stand_down(any_hub: Hub) -> None:
 
         raised = await client.patch(base, headers=disp, json={"level": "II"})
         assert raised.status_code == 200 and raised.json()["level"] == 2
-        response = await _until(client, disp, base + "/response",
+        response = await poll(client, disp, base + "/response",
                                 lambda r: _states(r).get("carol") == "unreachable")
         assert "dave" not in _states(response) and response["level"] == 2
 
         await client.patch(base, headers=disp, json={"level": 3})
-        response = await _until(client, disp, base + "/response",
+        response = await poll(client, disp, base + "/response",
                                 lambda r: _states(r).get("carol") == "stood-down")
 
         closed = await client.patch(base, headers=disp, json={"status": "closed"})
@@ -145,8 +125,8 @@ async def test_level_changes_mobilise_and_stand_down(any_hub: Hub) -> None:
 async def test_resources_nearest_dispatch_and_call_a_contact(any_hub: Hub) -> None:
     hub = any_hub
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
-        disp = await _token(client, hub, "dispatcher")
-        sup = await _token(client, hub, "supervisor")
+        disp = await operator(client, hub, "dispatcher")
+        sup = await operator(client, hub, "supervisor")
         incident = (await client.post("/api/incidents", headers=disp, json={
             "title": "化工厂泄漏", "type": "hazmat", "level": 2,
             "location": {"lat": 39.9042, "lon": 116.4074}})).json()
@@ -198,8 +178,8 @@ async def test_resources_nearest_dispatch_and_call_a_contact(any_hub: Hub) -> No
 async def test_hanging_up_the_command_room_ends_the_response(any_hub: Hub) -> None:
     hub = any_hub
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
-        disp = await _token(client, hub, "dispatcher")
-        sup = await _token(client, hub, "supervisor")
+        disp = await operator(client, hub, "dispatcher")
+        sup = await operator(client, hub, "supervisor")
         plan = (await client.post("/api/plans", headers=sup, json={
             "name": "p", "incident_type": "fire", "level": 3,
             "roles": [{"role": "r", "person": "alice"}]})).json()
@@ -210,7 +190,7 @@ async def test_hanging_up_the_command_room_ends_the_response(any_hub: Hub) -> No
                                       json={"plan_id": plan["id"]})).json()
         ended = await client.delete(f"/api/calls/{response['call_id']}", headers=disp)
         assert ended.status_code == 200
-        after = await _until(client, disp, base + "/response", lambda r: r["state"] == "ended")
+        after = await poll(client, disp, base + "/response", lambda r: r["state"] == "ended")
         assert after["id"] == response["id"]
         timeline = (await client.get(base + "/timeline", headers=disp)).json()
         [end] = [e for e in timeline if e["kind"] == "response.ended"]

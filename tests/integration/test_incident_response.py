@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from hub.server import Hub
+from tests.integration.api_client import operator, poll
 from tests.integration.conftest import sip_port
 from tests.peers import scaled
 from tests.peers.baresip import BaresipPhone, PhoneFactory
@@ -32,26 +33,6 @@ DEPUTY = ("erin", 700.0)
 OFFLINE = "ivan"
 REPORTER = ("frank", 1250.0)
 ESCALATE_S = 6.0
-
-
-async def _token(client: httpx.AsyncClient, hub: Hub, role: str) -> dict[str, str]:
-    name = f"op-{role}"
-    hub.auth.add_operator(name, role, password="op-password-1")
-    resp = await client.post("/api/auth/token",
-                             json={"username": name, "password": "op-password-1"})
-    assert resp.status_code == 200, resp.text
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
-
-
-async def _poll(client: httpx.AsyncClient, headers: dict[str, str], path: str, done: Any,
-                timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        body = (await client.get(path, headers=headers)).json()
-        if done(body):
-            return body
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.2)
 
 
 async def _confirm(phone: BaresipPhone) -> None:
@@ -95,13 +76,13 @@ async def test_call_to_incident_to_plan_to_ack_board_to_evidence(
     for phone in phones.values():
         await phone.wait_registered()
     async with httpx.AsyncClient(base_url=hub.http.url, timeout=30) as client:
-        disp = await _token(client, hub, "dispatcher")
-        sup = await _token(client, hub, "supervisor")
+        disp = await operator(client, hub, "dispatcher")
+        sup = await operator(client, hub, "supervisor")
 
         # 1. The reporter calls 119 and waits in the queue (recorded from the answer).
         reporter = phones[REPORTER[0]]
         await reporter.dial(f"sip:{hub.store.dispatch_number}@127.0.0.1:{sip_port(hub)}")
-        queue = await _poll(client, disp, "/api/queue", lambda q: len(q) == 1)
+        queue = await poll(client, disp, "/api/queue", lambda q: len(q) == 1, timeout=15)
         assert queue[0]["caller"] == "frank" and queue[0]["recording_id"]
         await asyncio.sleep(1.5)  # the reporter speaks (its tone) into the recording
 
@@ -148,7 +129,7 @@ async def test_call_to_incident_to_plan_to_ack_board_to_evidence(
             return (all(states.get(n) == "confirmed" for n in RESPONDERS)
                     and states.get(DEPUTY[0]) == "confirmed")
 
-        response = await _poll(client, disp, f"/api/incidents/{incident['id']}/response",
+        response = await poll(client, disp, f"/api/incidents/{incident['id']}/response",
                                settled, timeout=40)
         await confirmers[-1]
         elapsed = time.monotonic() - t0
@@ -201,7 +182,7 @@ async def test_call_to_incident_to_plan_to_ack_board_to_evidence(
         assert ended.json()["state"] == "ended"
         for name in RESPONDERS:
             await phones[name].wait_event("CALL_CLOSED", timeout=scaled(10))
-        detail = await _poll(client, disp, f"/api/incidents/{incident['id']}",
+        detail = await poll(client, disp, f"/api/incidents/{incident['id']}",
                              lambda d: len(d["recordings"]) == 2
                              and any(e["kind"] == "response.ended" for e in d["timeline"]))
         closing = [e for e in detail["timeline"] if e["kind"] == "notification.sent"

@@ -17,6 +17,7 @@ import pytest
 from bridges.events import Event
 from gateways.queue import QueueChanged
 from hub.server import Hub
+from tests.integration.api_client import bearer, poll
 from tests.integration.conftest import sip_port
 from tests.integration.test_dispatch_calls import LOUD, _phones, _until, amplitude, heard
 from tests.peers import scaled
@@ -28,24 +29,6 @@ pytestmark = pytest.mark.peers
 RINGBACK_HZ = 450.0
 
 
-async def _token(client: httpx.AsyncClient) -> dict[str, str]:
-    resp = await client.post("/api/auth/token",
-                             json={"username": "op", "password": "op-password-1"})
-    assert resp.status_code == 200, resp.text
-    return {"Authorization": f"Bearer {resp.json()['token']}"}
-
-
-async def _poll(client: httpx.AsyncClient, headers: dict[str, str], path: str, done: Any,
-                timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        body = (await client.get(path, headers=headers)).json()
-        if done(body):
-            return body
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.1)
-
-
 async def test_queued_caller_is_picked_up_by_a_dispatcher(
         hub: Hub, phone_factory: PhoneFactory) -> None:
     hub.auth.add_operator("op", "dispatcher", password="op-password-1")
@@ -55,11 +38,11 @@ async def test_queued_caller_is_picked_up_by_a_dispatcher(
     alice, bob = phones["alice"], phones["bob"]
     number = hub.store.dispatch_number
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
-        headers = await _token(client)
+        headers = await bearer(client)
         await alice.dial(f"sip:{number}@127.0.0.1:{sip_port(hub)}")
         await alice.wait_event("CALL_ESTABLISHED", timeout=scaled(10))
         t_queued = time.monotonic()
-        queue = await _poll(client, headers, "/api/queue", lambda q: len(q) == 1)
+        queue = await poll(client, headers, "/api/queue", lambda q: len(q) == 1)
         [entry] = queue
         assert entry["position"] == 1 and entry["caller"] == "alice"
         assert entry["state"] == "waiting" and entry["since"] <= time.time()
@@ -72,7 +55,7 @@ async def test_queued_caller_is_picked_up_by_a_dispatcher(
         assert again.status_code == 409, again.text
         await bob.wait_event("CALL_ESTABLISHED", timeout=scaled(10))
         t_answered = time.monotonic()
-        call = await _poll(client, headers, f"/api/calls/{entry['queue_id']}",
+        call = await poll(client, headers, f"/api/calls/{entry['queue_id']}",
                            lambda c: c.get("answered_by") == "op")
         assert call["mode"] == "queue"
         assert (await client.get("/api/queue", headers=headers)).json() == []
@@ -82,7 +65,7 @@ async def test_queued_caller_is_picked_up_by_a_dispatcher(
         await asyncio.sleep(scaled(2.5))
         await alice.hangup()
         await bob.wait_event("CALL_CLOSED", timeout=scaled(10))
-        await _poll(client, headers, f"/api/calls/{entry['queue_id']}",
+        await poll(client, headers, f"/api/calls/{entry['queue_id']}",
                     lambda c: c["state"] == "ended")
     for phone in phones.values():
         await phone.stop()
@@ -111,21 +94,21 @@ async def test_caller_hanging_up_while_queued_is_removed(
     hub.store.set_dispatch_number("110")
     phones = await _phones(hub, phone_factory, ["alice", "carol"])
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
-        headers = await _token(client)
+        headers = await bearer(client)
         await phones["alice"].dial(f"sip:110@127.0.0.1:{sip_port(hub)}")
         await phones["carol"].dial(f"sip:110@127.0.0.1:{sip_port(hub)}")
-        queue = await _poll(client, headers, "/api/queue", lambda q: len(q) == 2)
+        queue = await poll(client, headers, "/api/queue", lambda q: len(q) == 2)
         assert [e["position"] for e in queue] == [1, 2]
         first = {e["caller"]: e for e in queue}
         await phones["alice"].wait_event("CALL_ESTABLISHED", timeout=scaled(10))
         await phones["alice"].hangup()
-        queue = await _poll(client, headers, "/api/queue", lambda q: len(q) == 1)
+        queue = await poll(client, headers, "/api/queue", lambda q: len(q) == 1)
         assert queue[0]["caller"] == "carol" and queue[0]["position"] == 1
         gone = await client.post(f"/api/queue/{first['alice']['queue_id']}/answer",
                                  headers=headers, json={"phone": "bob"})
         assert gone.status_code == 404, gone.text
         await phones["carol"].hangup()
-        await _poll(client, headers, "/api/queue", lambda q: q == [])
+        await poll(client, headers, "/api/queue", lambda q: q == [])
     for phone in phones.values():
         await phone.stop()
     assert not hub.engine.bridges
@@ -166,7 +149,7 @@ async def test_blind_transfer_through_the_api(hub: Hub, phone_factory: PhoneFact
     t0 = time.monotonic()
     [sip_call] = hub.gateway.calls.values()
     async with httpx.AsyncClient(base_url=hub.http.url) as client:
-        headers = await _token(client)
+        headers = await bearer(client)
         calls = (await client.get("/api/calls", headers=headers)).json()
         legs = {leg["target"]: leg["leg_id"] for leg in calls[0]["legs"]}
         bad = await client.post(f"/api/calls/{sip_call.id}/legs/{legs['alice']}/transfer",
