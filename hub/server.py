@@ -52,7 +52,7 @@ from signaling.digest import DigestServer
 from signaling.registrar import Registrar
 from signaling.stack import SipEndpoint
 from signaling.transport import SipTransport
-from storage.sql import Database, open_database
+from storage.sql import Database, DatabaseError, open_database
 
 from . import __version__
 from .config import ServeConfig
@@ -369,6 +369,6 @@ def run(config: ServeConfig) -> int:
         if uvloop is not None:
             return uvloop.run(main())
         return asyncio.run(main())
-    except OSError as exc:
+    except (OSError, DatabaseError) as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -121,3 +121,16 @@ def test_cli_rejects_bad_input_with_clear_errors(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "prefix" in bad.stderr.lower()
     assert _hub("user", "remove", "nobody", data=data).returncode == 1
     assert os.path.exists(data / "hub.sqlite3")
+
+
+def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run([*HUB, "serve", "--data-dir", str(tmp_path / "data"), "--bind",
+                           "127.0.0.1", "--sip-port", "0", "--http-port", "0", "--database",
+                           "postgresql://hub:s3cret@127.0.0.1:1/hub"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "cannot start: cannot connect to postgresql://hub:***@127.0.0.1:1/hub" in done.stderr
+    assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
+    bad = subprocess.run([*HUB, "serve", "--data-dir", str(tmp_path / "data"),
+                          "--notifier", "pager"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--notifier must be log or webhook" in bad.stderr
