@@ -273,6 +273,8 @@ class MediaLeg:
         self._plc_backlog: list[bytes] = []
         self._plc_backlog_samples = 0
         self._plc_history = codec.sample_rate * _PLC_HISTORY_MS // 1000
+        self._frame_samples = codec.samples_per_frame()
+        """PCM samples in one of the codec's frames (asked on every pull)."""
         rate = self.bridge.rate
         self._down = Resampler(codec.sample_rate, rate) if codec.sample_rate != rate else None
         self._up = Resampler(rate, codec.sample_rate) if codec.sample_rate != rate else None
@@ -419,10 +421,10 @@ class MediaLeg:
                 else:
                     self._plc_settled = True
         elif kind is _MISSING:
-            pcm = self._conceal(codec.samples_per_frame())
+            pcm = self._conceal(self._frame_samples)
         else:
             return None
-        expected = codec.samples_per_frame()
+        expected = self._frame_samples
         if pcm.size != expected:
             # A packet of another duration (an empty one, 10 ms, 30 ms...): the mix
             # takes exactly one frame per tick, so conceal, pad or cut to fit.

@@ -51,7 +51,7 @@ import enum
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "Frame",
@@ -79,9 +79,13 @@ class FrameKind(enum.Enum):
     """No audio is expected: silence or comfort noise, no concealment."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One playout slot's worth of the stream."""
+class Frame(NamedTuple):
+    """One playout slot's worth of the stream.
+
+    A named tuple rather than a frozen dataclass: one is made per leg per tick, and a
+    frozen dataclass's ``__init__`` (``object.__setattr__`` per field) cost a few percent
+    of a 400-leg mixer's CPU.
+    """
 
     kind: FrameKind
     """AUDIO, MISSING or IDLE."""
